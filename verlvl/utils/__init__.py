@@ -1,0 +1,1 @@
+"""Small shared utilities: device selection, distributed helpers, logging."""
