@@ -34,3 +34,28 @@ def pytest_sessionfinish(session, exitstatus):
     if exitstatus == 0 and passed == 0:
         print("\nno test passed: failing the run (a test command that runs nothing must not look green)")
         session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def tiny_vl_path(tmp_path_factory):
+    """A tiny Qwen2.5-VL checkpoint folder, built once per test session."""
+    from verlvl.models.tiny import build_tiny_qwen_vl
+
+    return build_tiny_qwen_vl(tmp_path_factory.mktemp("tiny_qwen25vl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_vl(tiny_vl_path):
+    """(processor, model) of the tiny checkpoint, loaded once."""
+    from transformers import AutoModelForImageTextToText
+
+    from verlvl.models.processor import load_processor
+
+    return load_processor(tiny_vl_path), AutoModelForImageTextToText.from_pretrained(tiny_vl_path).eval()
+
+
+@pytest.fixture(scope="session")
+def shapes_files(tmp_path_factory):
+    from verlvl.data.shapes_task import write
+
+    return write(str(tmp_path_factory.mktemp("shapes")), num_train=64, num_test=16)
