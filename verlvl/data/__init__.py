@@ -1,0 +1,1 @@
+"""RL data: parquet rows to the two prompt views, image handling, collate and resumable sampling."""
