@@ -187,3 +187,18 @@ def test_loader_state_round_trips_for_exact_resume(tiny_vl, shapes_files):
     assert sorted(first[0] + first[1]) == sorted(set(first[0] + first[1]))  # no row twice within an epoch
     with pytest.raises(ValueError, match="differs from data.seed=8"):
         ResumableLoader(ds, batch_size=24, seed=8).load_state_dict(state)
+
+
+def test_images_given_as_paths_and_file_urls(tiny_vl, tmp_path):
+    processor, _ = tiny_vl
+    image_file = tmp_path / "red.png"
+    image_file.write_bytes(png())
+    rows = [verl_row("<image>p", []), verl_row("<image>u", [])]
+    rows[0]["images"] = [{"bytes": None, "path": str(image_file)}]
+    rows[1]["images"] = [{"bytes": None, "path": f"file://{image_file}"}]
+    ds = dataset([write(tmp_path, rows)], processor)
+    assert ds[0]["multi_modal_data"]["image"][0].getpixel((0, 0)) == (255, 0, 0)
+    assert ds[1]["multi_modal_data"]["image"][0].size == (56, 56)
+    rows[0]["images"] = [{"bytes": None, "path": str(tmp_path / "missing.png")}]
+    with pytest.raises(DataError, match=r"row 0 image 0: cannot read the image \(FileNotFoundError"):
+        dataset([write(tmp_path, rows[:1], "missing.parquet")], processor)
