@@ -1,0 +1,103 @@
+"""Reward functions from user files (veRL's signature) or built-in modules, checked before anything loads."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+# What a per-sample function can ask for beyond veRL's four arguments, by declaring the keyword.
+EXTRA_FIELDS = ("prompt", "images", "response_length", "response_ids", "uid", "max_response_length")
+SAMPLE_FIELDS = ("data_source", "solution_str", "ground_truth", "extra_info")
+BATCH_FIELDS = ("data_sources", "solution_strs", "ground_truths", "extra_infos")
+
+
+class RewardFunctionError(ValueError):
+    """A reward function that cannot be used; the message names the file, the function and the fix."""
+
+
+@dataclass(frozen=True)
+class RewardFunctionSpec:
+    """Where a reward function lives: a file path or a module, and the function's name. Picklable,
+    so scoring processes load the function themselves."""
+
+    path: str | None = None
+    module: str | None = None
+    name: str = "compute_score"
+    reward_kwargs: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return f"{self.path or self.module}:{self.name}"
+
+    def load(self) -> Callable:
+        if self.path:
+            module = _import_file(self.path)
+        else:
+            module = importlib.import_module(self.module)
+        fn = getattr(module, self.name, None)
+        if fn is None or not callable(fn):
+            public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+            raise RewardFunctionError(f"{self.path or self.module} has no function {self.name!r} "
+                                      f"(custom_reward_function.name); it defines {public}")
+        return fn
+
+
+def _import_file(path: str):
+    file = Path(path).expanduser().resolve()
+    if not file.is_file():
+        raise RewardFunctionError(f"custom_reward_function.path={path}: no such file")
+    module_name = f"verlvl_custom_reward_{abs(hash(str(file)))}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[module_name]
+        raise RewardFunctionError(f"custom_reward_function.path={path}: importing it raised "
+                                  f"{type(e).__name__}: {e}") from e
+    return module
+
+
+@dataclass(frozen=True)
+class RewardFunctionInfo:
+    """How to call a reward function: per sample or batch, sync or async, and which extras it wants."""
+
+    spec: RewardFunctionSpec
+    is_batch: bool
+    is_async: bool
+    extras: tuple[str, ...]  # fields of EXTRA_FIELDS it declares by name
+
+
+def inspect_reward_function(spec: RewardFunctionSpec) -> RewardFunctionInfo:
+    """Load and check the function's signature (at start, before any model loads)."""
+    fn = spec.load()
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError) as e:
+        raise RewardFunctionError(f"{spec.describe()}: cannot read its signature ({e})") from e
+    names = set(params)
+    has_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    is_batch = "solution_strs" in names
+    wanted = BATCH_FIELDS if is_batch else SAMPLE_FIELDS
+    required_missing = [n for n in wanted[:3] if n not in names and not has_var_kw]
+    if required_missing:
+        form = ("compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs)" if not is_batch
+                else "compute_score(data_sources, solution_strs, ground_truths, extra_infos, **kwargs)")
+        raise RewardFunctionError(f"{spec.describe()}: the function does not take {required_missing}; write it "
+                                  f"as {form}")
+    unknown_required = [n for n, p in params.items() if p.default is inspect.Parameter.empty
+                        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                        and n not in (*wanted, *EXTRA_FIELDS, *spec.reward_kwargs)]
+    if unknown_required:
+        raise RewardFunctionError(f"{spec.describe()}: required argument(s) {unknown_required} are neither "
+                                  f"reward inputs ({', '.join(wanted + EXTRA_FIELDS)}) nor in "
+                                  "custom_reward_function.reward_kwargs; give them defaults or pass them there")
+    extras = tuple(n for n in EXTRA_FIELDS if n in names)
+    return RewardFunctionInfo(spec, is_batch, inspect.iscoroutinefunction(fn), extras)
