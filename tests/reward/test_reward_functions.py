@@ -8,7 +8,7 @@ import pytest
 from tests.reward.helpers import generated_batch
 from verlvl.reward.function import RewardFunctionError, RewardFunctionSpec
 from verlvl.reward.managers import get_reward_manager_cls
-from verlvl.reward.scoring import RewardScorer
+from verlvl.reward.scoring import RewardScorer, Sample
 
 
 def reward_file(tmp_path, source: str, name="my_reward.py") -> str:
@@ -139,3 +139,22 @@ def test_raising_hanging_and_garbage_cost_only_their_samples(tmp_path, tokenizer
         assert again["reward_extra_info"]["score"] == [1.0, 1.0, 1.0]
     finally:
         manager.close()
+
+
+def test_config_keys_and_the_tutorial_reward_file(tmp_path):
+    from pathlib import Path
+
+    from verlvl.reward.function import spec_from_config
+
+    assert spec_from_config({"path": None, "name": "compute_score"}) is None
+    tutorial = Path(__file__).resolve().parents[2] / "recipes" / "rewards" / "math_verify_for_dapo.py"
+    spec = spec_from_config({"path": str(tutorial), "reward_kwargs": {}})
+    scorer = RewardScorer(spec)
+    try:
+        scores = [o.score for o in scorer.score([Sample("any", "\\boxed{0.5}", "\\frac{1}{2}"),
+                                                 Sample("any", "\\boxed{2}", "3"), Sample("any", "none", "3")])]
+        assert scores == [1.0, 0.0, -1.0]
+    finally:
+        scorer.close()
+    with pytest.raises(RewardFunctionError, match="unknown key\\(s\\) custom_reward_function.fn"):
+        spec_from_config({"path": "x.py", "fn": "f"})

@@ -101,3 +101,17 @@ def inspect_reward_function(spec: RewardFunctionSpec) -> RewardFunctionInfo:
                                   "custom_reward_function.reward_kwargs; give them defaults or pass them there")
     extras = tuple(n for n in EXTRA_FIELDS if n in names)
     return RewardFunctionInfo(spec, is_batch, inspect.iscoroutinefunction(fn), extras)
+
+
+def spec_from_config(custom_reward_function: dict | None) -> RewardFunctionSpec | None:
+    """`custom_reward_function.{path,name,reward_kwargs}` as a spec; None when no path is set (the
+    built-in scorers are used)."""
+    cfg = dict(custom_reward_function or {})
+    unknown = set(cfg) - {"path", "name", "reward_kwargs"}
+    if unknown:
+        raise RewardFunctionError(f"unknown key(s) custom_reward_function.{sorted(unknown)[0]}; the keys are path, "
+                                  "name and reward_kwargs")
+    if not cfg.get("path"):
+        return None
+    return RewardFunctionSpec(path=str(cfg["path"]), name=cfg.get("name") or "compute_score",
+                              reward_kwargs=dict(cfg.get("reward_kwargs") or {}))
