@@ -37,7 +37,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, required_c
     else:
         cpus = max(num_cpus or os.cpu_count() or 1, required_cpus)
         kwargs.setdefault("include_dashboard", False)
-        ray.init(num_cpus=cpus, **kwargs)
+        # "local": always a new cluster. Without it Ray silently joins any cluster already running on
+        # this machine (another user's run, a test session), which ignores num_cpus and shares resources.
+        ray.init(address="local", num_cpus=cpus, **kwargs)
     summary = cluster_summary()
     log.info("Ray: %s", summary)
     return summary
