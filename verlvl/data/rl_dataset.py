@@ -145,7 +145,7 @@ class RLDataset(Dataset):
     def row(self, i: int) -> dict:
         return self.table.slice(i, 1).to_pylist()[0]
 
-    def plan(self, i: int, row: dict | None = None) -> PromptPlan:
+    def plan(self, i: int, row: dict | None = None, keep_images: bool = False) -> PromptPlan:
         row = row if row is not None else self.row(i)
         file, n = self.origin[i]
         where = f"{file} row {n}"
@@ -159,10 +159,14 @@ class RLDataset(Dataset):
             raise DataError(f"{where}: the row has images but the model has no image processor (a text-only model?)")
         images = [open_image(v, f"{where} image {k}") for k, v in enumerate(raw_images)]
         sizes = [fitted_size(*img.size, self.config.min_pixels, self.config.max_pixels) for img in images]
+        if not keep_images:  # load-time checks need only the sizes: do not hold file handles
+            for img in images:
+                img.close()
+            images = []
         text = self._template(messages)
         engine_ids = self.tokenizer.encode(text, add_special_tokens=False)
         grid = self._grids(sizes)
-        trainer_ids = self._expand(engine_ids, grid, where) if images else list(engine_ids)
+        trainer_ids = self._expand(engine_ids, grid, where) if sizes else list(engine_ids)
         return PromptPlan(where, messages, images, sizes, engine_ids, trainer_ids, grid)
 
     def _template(self, messages: list[dict]) -> str:
@@ -204,7 +208,7 @@ class RLDataset(Dataset):
     def __getitem__(self, item: int) -> dict:
         i = self.indices[item]
         row = self.row(i)
-        plan = self.plan(i, row)
+        plan = self.plan(i, row, keep_images=True)
         trainer_ids, engine_ids = self._truncate(plan.trainer_ids, plan.engine_ids)
         length, pad = self.config.max_prompt_length, self.tokenizer.pad_token_id
         ids = torch.full((length,), pad, dtype=torch.long)
