@@ -1,0 +1,1 @@
+"""The driver side: the RL loop, core algorithms, metrics."""

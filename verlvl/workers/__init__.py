@@ -1,0 +1,1 @@
+"""FSDP2 workers (actor, rollout, reference, critic) and the rollout engines."""

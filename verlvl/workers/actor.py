@@ -1,0 +1,133 @@
+"""PPOActor: log-probs and the policy update on one (FSDP2-sharded or plain) model."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import torch
+import torch.distributed as dist
+
+from verlvl.protocol import DataProto
+from verlvl.trainer.core_algos import agg_loss, get_policy_loss_fn, kl_penalty
+from verlvl.workers.config import ActorConfig, OptimConfig
+from verlvl.workers.forward import PixelCache, micro_batches, response_log_probs, response_mask_of
+
+
+def build_optimizer(model, optim: OptimConfig):
+    """AdamW over trainable parameters, with linear warmup then constant or cosine decay."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
+    total = max(1, optim.total_training_steps)
+    warmup = optim.lr_warmup_steps if optim.lr_warmup_steps >= 0 else int(optim.lr_warmup_steps_ratio * total)
+
+    def factor(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        if optim.warmup_style == "cosine":
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def dp_all_reduce(values: torch.Tensor, op=None) -> torch.Tensor:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(values, op=op or dist.ReduceOp.SUM)
+    return values
+
+
+def clip_gradients(model, max_norm: float) -> float:
+    """Clip to max_norm and return the total norm (over all shards)."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm)
+    if hasattr(norm, "full_tensor"):
+        norm = norm.full_tensor()
+    return float(norm)
+
+
+class PPOActor:
+    def __init__(self, model, config: ActorConfig, processor=None, optimizer=None, scheduler=None,
+                 dp_size: int = 1):
+        self.model, self.config, self.processor = model, config, processor
+        self.optimizer, self.scheduler, self.dp_size = optimizer, scheduler, dp_size
+        self.policy_loss = get_policy_loss_fn(config.policy_loss)
+
+    @torch.no_grad()
+    def compute_log_prob(self, data: DataProto, micro_size: int, temperature: float = 1.0,
+                         calculate_entropy: bool = False, use_dynamic_bsz: bool = False,
+                         max_token_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self.model.eval()
+        pixels = PixelCache(self.processor)
+        parts, restore = micro_batches(data, micro_size, use_dynamic_bsz, max_token_len)
+        outs = [response_log_probs(self.model, mb, pixels, temperature, calculate_entropy) for mb in parts]
+        log_probs = torch.cat([o[0] for o in outs])[restore]
+        entropy = torch.cat([o[1] for o in outs])[restore] if calculate_entropy else None
+        return log_probs, entropy
+
+    def update_policy(self, data: DataProto, mini_batch_rows: int, temperature: float = 1.0) -> dict[str, float]:
+        """ppo_epochs passes over mini-batches of `mini_batch_rows` rows (this rank's share); one
+        optimizer step per mini-batch. Returns metrics averaged over mini-batches and ranks."""
+        cfg = self.config
+        self.model.train()
+        pixels = PixelCache(self.processor)
+        metrics: dict[str, list[float]] = defaultdict(list)
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(cfg.ppo_epochs):
+            order = torch.randperm(len(data), generator=generator) if cfg.shuffle else torch.arange(len(data))
+            for start in range(0, len(data), mini_batch_rows):
+                mini = data[order[start:start + mini_batch_rows]]
+                for k, v in self._mini_batch_step(mini, pixels, temperature).items():
+                    metrics[k].append(v)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        out = {k: sum(v) / len(v) for k, v in metrics.items()}
+        out["actor/lr"] = self.optimizer.param_groups[0]["lr"]
+        return out
+
+    def _mini_batch_step(self, mini: DataProto, pixels: PixelCache, temperature: float) -> dict[str, float]:
+        cfg = self.config
+        mask_all = response_mask_of(mini)
+        counts = dp_all_reduce(torch.tensor([float(mask_all.sum()), float(len(mini))], dtype=torch.float64))
+        agg = {"global_tokens": counts[0].item(), "global_seqs": counts[1].item(), "dp_size": self.dp_size}
+        self.optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, float] = defaultdict(float)
+        parts, _ = micro_batches(mini, cfg.ppo_micro_batch_size_per_gpu, cfg.use_dynamic_bsz,
+                                 cfg.ppo_max_token_len_per_gpu)
+        for mb in parts:
+            mask = response_mask_of(mb).float()
+            share = mask.sum().item() / max(1.0, counts[0].item()) * self.dp_size  # for token-weighted means
+            log_prob, entropy = response_log_probs(self.model, mb, pixels, temperature,
+                                                   calculate_entropy=cfg.entropy_coeff != 0)
+            pg_loss, clipfrac, ppo_kl, clipfrac_lower = self.policy_loss(
+                mb.batch["old_log_probs"], log_prob, mb.batch["advantages"], mask, cfg.loss_agg_mode, cfg, **agg)
+            loss = pg_loss
+            if cfg.entropy_coeff != 0:
+                entropy_term = agg_loss(entropy, mask, cfg.loss_agg_mode, **agg)
+                loss = loss - cfg.entropy_coeff * entropy_term
+                totals["actor/entropy"] += entropy_term.item()
+            if cfg.use_kl_loss:
+                kld = kl_penalty(log_prob, mb.batch["ref_log_prob"], cfg.kl_loss_type)
+                kl_loss = agg_loss(kld, mask, cfg.loss_agg_mode, **agg)
+                loss = loss + cfg.kl_loss_coef * kl_loss
+                totals["actor/kl_loss"] += kl_loss.item()
+            loss.backward()
+            totals["actor/pg_loss"] += pg_loss.item()
+            totals["actor/pg_clipfrac"] += clipfrac.item() * share
+            totals["actor/ppo_kl"] += ppo_kl.item() * share
+            totals["actor/pg_clipfrac_lower"] += clipfrac_lower.item() * share
+        grad_norm = clip_gradients(self.model, cfg.grad_clip)
+        finite = math.isfinite(grad_norm)
+        if finite:
+            self.optimizer.step()
+        else:  # a NaN/inf gradient would poison the weights: skip this step, say so in the metrics
+            self.optimizer.zero_grad(set_to_none=True)
+        keys = sorted(totals)
+        reduced = dp_all_reduce(torch.tensor([totals[k] for k in keys], dtype=torch.float64)) / self.dp_size
+        out = dict(zip(keys, reduced.tolist()))
+        out["actor/grad_norm"] = grad_norm
+        out["actor/grad_norm_nonfinite"] = float(not finite)
+        if cfg.use_kl_loss:
+            out["actor/kl_coef"] = cfg.kl_loss_coef
+        return out

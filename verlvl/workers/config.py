@@ -1,0 +1,127 @@
+"""Typed worker configs with veRL's key names: actor_rollout_ref.{model,actor,ref,rollout}.* and critic.*."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+def from_mapping(cls, mapping: Mapping[str, Any] | None, prefix: str, ignored: frozenset = frozenset()):
+    """Build dataclass `cls` from a mapping; nested dataclass fields recurse. An unknown key is an
+    error that names it with its full prefix and suggests the closest known key."""
+    mapping = dict(mapping or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in mapping.items():
+        if key in fields:
+            sub = fields[key].type
+            sub_cls = _NESTED.get((cls.__name__, key))
+            values[key] = from_mapping(sub_cls, value, f"{prefix}.{key}") if sub_cls and not isinstance(
+                value, sub_cls) else value
+        elif key not in ignored:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            raise ValueError(f"unknown key {prefix}.{key}" + (f"; did you mean {prefix}.{close[0]}?" if close else ""))
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-6
+    weight_decay: float = 0.01
+    betas: tuple = (0.9, 0.999)
+    lr_warmup_steps: int = -1  # -1: use lr_warmup_steps_ratio
+    lr_warmup_steps_ratio: float = 0.0
+    warmup_style: str = "constant"  # after warmup: constant | cosine (veRL's name)
+    min_lr_ratio: float = 0.0
+    total_training_steps: int = -1  # set by the trainer
+
+    def __post_init__(self):
+        if self.warmup_style not in ("constant", "cosine"):
+            raise ValueError(f"optim.warmup_style={self.warmup_style!r}: use constant or cosine")
+
+
+@dataclass(frozen=True)
+class FSDPConfig:
+    param_offload: bool = False  # CUDA only
+    optimizer_offload: bool = False  # CUDA only
+    mixed_precision: bool = True  # bf16 compute with fp32 reduce on CUDA; ignored on CPU (fp32)
+
+
+@dataclass(frozen=True)
+class ActorConfig:
+    ppo_mini_batch_size: int = 8  # prompts per optimizer step, before rollout.n
+    ppo_micro_batch_size_per_gpu: int = 4  # rows per forward/backward
+    use_dynamic_bsz: bool = False
+    ppo_max_token_len_per_gpu: int = 16384
+    ppo_epochs: int = 1
+    shuffle: bool = False
+    clip_ratio: float = 0.2
+    clip_ratio_low: float | None = None
+    clip_ratio_high: float | None = None
+    clip_ratio_c: float = 3.0
+    loss_agg_mode: str = "token-mean"
+    policy_loss: str = "vanilla"
+    entropy_coeff: float = 0.0
+    use_kl_loss: bool = False
+    kl_loss_coef: float = 0.001
+    kl_loss_type: str = "low_var_kl"
+    grad_clip: float = 1.0
+    freeze_vision_tower: bool = False
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    fsdp_config: FSDPConfig = field(default_factory=FSDPConfig)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = ""
+    enable_gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    do_sample: bool = True
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    name: str = "hf"
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    do_sample: bool = True
+    response_length: int = 64
+    log_prob_micro_batch_size_per_gpu: int = 8
+    log_prob_use_dynamic_bsz: bool = False
+    log_prob_max_token_len_per_gpu: int = 16384
+    val_kwargs: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=1, temperature=0.0, do_sample=False))
+
+
+@dataclass(frozen=True)
+class CriticConfig:
+    ppo_mini_batch_size: int = 8
+    ppo_micro_batch_size_per_gpu: int = 4
+    use_dynamic_bsz: bool = False
+    ppo_max_token_len_per_gpu: int = 16384
+    ppo_epochs: int = 1
+    cliprange_value: float = 0.5
+    loss_agg_mode: str = "token-mean"
+    grad_clip: float = 1.0
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5))
+    fsdp_config: FSDPConfig = field(default_factory=FSDPConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+_NESTED = {
+    ("ActorConfig", "optim"): OptimConfig, ("ActorConfig", "fsdp_config"): FSDPConfig,
+    ("RolloutConfig", "val_kwargs"): SamplingConfig,
+    ("CriticConfig", "optim"): OptimConfig, ("CriticConfig", "fsdp_config"): FSDPConfig,
+    ("CriticConfig", "model"): ModelConfig,
+}

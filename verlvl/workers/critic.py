@@ -1,0 +1,107 @@
+"""The critic: a value head on the (vision-)language backbone, its value estimates and its update."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import torch
+from torch import nn
+
+from verlvl.protocol import DataProto
+from verlvl.trainer.core_algos import clipped_value_loss, masked_mean
+from verlvl.workers.actor import clip_gradients, dp_all_reduce
+from verlvl.workers.config import CriticConfig
+from verlvl.workers.forward import PixelCache, micro_batches, model_inputs, response_mask_of
+from verlvl.workers.fsdp_utils import dummy_vision
+
+
+class ValueModel(nn.Module):
+    """The backbone without its LM head, plus a linear value head (zero-initialised: values start at 0)."""
+
+    def __init__(self, path: str, gradient_checkpointing: bool = False):
+        super().__init__()
+        from transformers import AutoModel
+
+        self.model = AutoModel.from_pretrained(path, dtype=torch.float32)
+        if gradient_checkpointing:
+            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        config = self.model.config
+        hidden = getattr(getattr(config, "text_config", config), "hidden_size")
+        self.value_head = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+        self._no_split_modules = list(getattr(self.model, "_no_split_modules", None) or [])
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def forward(self, logits_to_keep: int = 0, **kwargs) -> torch.Tensor:
+        hidden = self.model(**kwargs).last_hidden_state
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        return self.value_head(hidden).squeeze(-1)
+
+
+class PPOCritic:
+    def __init__(self, model: ValueModel, config: CriticConfig, processor=None, optimizer=None, scheduler=None,
+                 dp_size: int = 1):
+        self.model, self.config, self.processor = model, config, processor
+        self.optimizer, self.scheduler, self.dp_size = optimizer, scheduler, dp_size
+
+    def _values(self, mb: DataProto, pixels: PixelCache) -> torch.Tensor:
+        r = mb.batch["responses"].shape[-1]
+        kwargs, needs_dummy = model_inputs(self.model, mb, pixels)
+        with dummy_vision(self.model, needs_dummy):
+            values = self.model(logits_to_keep=r + 1, **kwargs)[:, :-1]  # the value of each response state
+        return values * response_mask_of(mb)
+
+    @torch.no_grad()
+    def compute_values(self, data: DataProto) -> torch.Tensor:
+        self.model.eval()
+        pixels = PixelCache(self.processor)
+        parts, restore = micro_batches(data, self.config.ppo_micro_batch_size_per_gpu, self.config.use_dynamic_bsz,
+                                       self.config.ppo_max_token_len_per_gpu)
+        return torch.cat([self._values(mb, pixels) for mb in parts])[restore]
+
+    def update_critic(self, data: DataProto, mini_batch_rows: int) -> dict[str, float]:
+        cfg = self.config
+        self.model.train()
+        pixels = PixelCache(self.processor)
+        metrics: dict[str, list[float]] = defaultdict(list)
+        for _ in range(cfg.ppo_epochs):
+            for start in range(0, len(data), mini_batch_rows):
+                mini = data[start:start + mini_batch_rows]
+                counts = dp_all_reduce(torch.tensor([float(response_mask_of(mini).sum()), float(len(mini))],
+                                                    dtype=torch.float64))
+                agg = {"global_tokens": counts[0].item(), "global_seqs": counts[1].item(), "dp_size": self.dp_size}
+                self.optimizer.zero_grad(set_to_none=True)
+                totals = defaultdict(float)
+                parts, _ = micro_batches(mini, cfg.ppo_micro_batch_size_per_gpu, cfg.use_dynamic_bsz,
+                                         cfg.ppo_max_token_len_per_gpu)
+                for mb in parts:
+                    mask = response_mask_of(mb).float()
+                    vpreds = self._values(mb, pixels)
+                    loss, clipfrac = clipped_value_loss(vpreds, mb.batch["returns"], mb.batch["values"], mask,
+                                                        cfg.cliprange_value, cfg.loss_agg_mode, **agg)
+                    loss.backward()
+                    share = mask.sum().item() / max(1.0, counts[0].item()) * self.dp_size
+                    totals["critic/vf_loss"] += loss.item()
+                    totals["critic/vf_clipfrac"] += clipfrac.item() * share
+                    totals["critic/vpred_mean"] += masked_mean(vpreds.detach(), mask).item() * share
+                grad_norm = clip_gradients(self.model, cfg.grad_clip)
+                if math.isfinite(grad_norm):
+                    self.optimizer.step()
+                else:
+                    self.optimizer.zero_grad(set_to_none=True)
+                keys = sorted(totals)
+                reduced = dp_all_reduce(torch.tensor([totals[k] for k in keys], dtype=torch.float64)) / self.dp_size
+                for k, v in zip(keys, reduced.tolist()):
+                    metrics[k].append(v)
+                metrics["critic/grad_norm"].append(grad_norm)
+                metrics["critic/grad_norm_nonfinite"].append(float(not math.isfinite(grad_norm)))
+        if self.scheduler is not None:
+            self.scheduler.step()
+        out = {k: sum(v) / len(v) for k, v in metrics.items()}
+        out["critic/lr"] = self.optimizer.param_groups[0]["lr"]
+        return out

@@ -1,0 +1,156 @@
+"""The worker classes the trainer drives: ActorRolloutRefWorker (roles chosen at creation) and CriticWorker."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.distributed as dist
+
+from verlvl.models.processor import load_processor, load_tokenizer
+from verlvl.protocol import DataProto
+from verlvl.single_controller import Dispatch, Worker, register
+from verlvl.workers.actor import PPOActor, build_optimizer
+from verlvl.workers.config import ActorConfig, CriticConfig, ModelConfig, RolloutConfig, from_mapping
+from verlvl.workers.critic import PPOCritic, ValueModel
+from verlvl.workers.fsdp_utils import (apply_fsdp2, freeze_vision_tower, full_state_dict, install_dummy_vision_pass,
+                                       load_model)
+from verlvl.workers.rollout.hf_rollout import HFRollout
+
+log = logging.getLogger(__name__)
+ROLES = ("actor", "rollout", "ref", "actor_rollout", "actor_rollout_ref")
+# veRL keys accepted for compatibility that change nothing here.
+_VERL_ACTOR_KEYS = frozenset({"strategy", "ulysses_sequence_parallel_size", "use_torch_compile", "checkpoint",
+                              "ppo_micro_batch_size", "use_remove_padding", "profiler", "use_fused_kernels"})
+_VERL_ROLLOUT_KEYS = frozenset({"mode", "tensor_model_parallel_size", "gpu_memory_utilization", "enforce_eager",
+                                "free_cache_engine", "load_format", "max_num_batched_tokens", "max_model_len",
+                                "max_num_seqs", "enable_chunked_prefill", "enable_prefix_caching", "prompt_length",
+                                "dtype", "ignore_eos", "log_prob_micro_batch_size", "engine_kwargs", "limit_images",
+                                "disable_log_stats", "calculate_log_probs", "multi_turn", "agent", "layered_summon"})
+_VERL_MODEL_KEYS = frozenset({"use_remove_padding", "use_liger", "external_lib", "override_config", "lora_rank",
+                              "lora_alpha", "target_modules", "use_shm", "use_fused_kernels", "custom_chat_template"})
+
+
+def _is_distributed() -> bool:
+    return dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _dp_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+class ActorRolloutRefWorker(Worker):
+    """Holds the actor (FSDP2 + AdamW), the hf rollout on the actor's own weights, and/or the reference
+    model, as `role` says. Config: the actor_rollout_ref section (model, actor, rollout, ref)."""
+
+    def __init__(self, config: dict, role: str = "actor_rollout_ref"):
+        super().__init__()
+        if role not in ROLES:
+            raise ValueError(f"role {role!r} is not one of {ROLES}")
+        self.role = role
+        self.has_actor, self.has_rollout = role.startswith("actor"), "rollout" in role
+        self.has_ref = role in ("ref", "actor_rollout_ref")
+        self.model_config = from_mapping(ModelConfig, config.get("model"), "actor_rollout_ref.model", _VERL_MODEL_KEYS)
+        self.actor_config = from_mapping(ActorConfig, config.get("actor"), "actor_rollout_ref.actor", _VERL_ACTOR_KEYS)
+        self.rollout_config = from_mapping(RolloutConfig, config.get("rollout"), "actor_rollout_ref.rollout",
+                                           _VERL_ROLLOUT_KEYS)
+        self.ref_micro_batch = int((config.get("ref") or {}).get("log_prob_micro_batch_size_per_gpu",
+                                                                 self.rollout_config.log_prob_micro_batch_size_per_gpu))
+        if self.rollout_config.name != "hf":
+            raise ValueError(f"actor_rollout_ref.rollout.name={self.rollout_config.name!r}: this build has the 'hf' "
+                             "rollout")
+        torch.manual_seed(int(config.get("seed", 0)) + self.rank)  # ranks sample differently
+
+    @register(Dispatch.ONE_TO_ALL)
+    def init_model(self) -> None:
+        path = self.model_config.path
+        self.tokenizer, self.processor = load_tokenizer(path), load_processor(path)
+        self.actor = self.rollout = self.ref = None
+        if self.has_actor or self.has_rollout:
+            model = load_model(path, self.model_config.enable_gradient_checkpointing, self.model_config.trust_remote_code)
+            if self.actor_config.freeze_vision_tower:
+                log.info("froze %d vision-tower parameters", freeze_vision_tower(model))
+            model = self._shard(model, self.actor_config.fsdp_config)
+            optimizer = scheduler = None
+            if self.has_actor:
+                optimizer, scheduler = build_optimizer(model, self.actor_config.optim)
+            self.actor = PPOActor(model, self.actor_config, self.processor, optimizer, scheduler, _dp_size())
+            if self.has_rollout:
+                self.rollout = HFRollout(model, self.tokenizer, self.processor, self.rollout_config)
+        if self.has_ref:
+            ref_model = load_model(path, trust_remote_code=self.model_config.trust_remote_code)
+            ref_model.requires_grad_(False)
+            self.ref = PPOActor(self._shard(ref_model, self.actor_config.fsdp_config), self.actor_config,
+                                self.processor, dp_size=_dp_size())
+
+    def _shard(self, model, fsdp_config):
+        if dist.is_initialized():
+            model = apply_fsdp2(model, fsdp_config.mixed_precision, fsdp_config.param_offload
+                                or fsdp_config.optimizer_offload)
+            install_dummy_vision_pass(model)
+        return model
+
+    @register(Dispatch.DP_COMPUTE_PROTO)
+    def generate_sequences(self, prompts: DataProto) -> DataProto:
+        return self.rollout.generate_sequences(prompts)
+
+    def _log_probs(self, actor: PPOActor, data: DataProto, micro: int, entropy: bool):
+        cfg = self.rollout_config
+        return actor.compute_log_prob(data, micro, data.meta_info.get("temperature", cfg.temperature), entropy,
+                                      cfg.log_prob_use_dynamic_bsz, cfg.log_prob_max_token_len_per_gpu)
+
+    @register(Dispatch.DP_COMPUTE_PROTO)
+    def compute_log_prob(self, data: DataProto) -> DataProto:
+        log_probs, entropy = self._log_probs(self.actor, data, self.rollout_config.log_prob_micro_batch_size_per_gpu,
+                                             True)
+        return DataProto.from_dict({"old_log_probs": log_probs, "entropys": entropy})
+
+    @register(Dispatch.DP_COMPUTE_PROTO)
+    def compute_ref_log_prob(self, data: DataProto) -> DataProto:
+        log_probs, _ = self._log_probs(self.ref, data, self.ref_micro_batch, False)
+        return DataProto.from_dict({"ref_log_prob": log_probs})
+
+    @register(Dispatch.DP_COMPUTE_PROTO)
+    def update_actor(self, data: DataProto) -> DataProto:
+        rows = data.meta_info.get("ppo_mini_batch_rows") or (
+            self.actor_config.ppo_mini_batch_size * self.rollout_config.n // _dp_size())
+        temperature = data.meta_info.get("temperature", self.rollout_config.temperature)
+        metrics = self.actor.update_policy(data, max(1, int(rows)), temperature)
+        return DataProto(meta_info={"metrics": metrics})
+
+    @register(Dispatch.ONE_TO_ALL)
+    def get_full_state_dict(self, which: str = "actor") -> dict:
+        model = (self.actor if which == "actor" else self.ref).model
+        return full_state_dict(model)
+
+
+class CriticWorker(Worker):
+    """The critic (a value head on the backbone, FSDP2 + AdamW). Config: the critic section."""
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = from_mapping(CriticConfig, config, "critic", _VERL_ACTOR_KEYS | {"ppo_micro_batch_size",
+                                                                                     "forward_micro_batch_size_per_gpu",
+                                                                                     "rollout_n"})
+        self.rollout_n = int(config.get("rollout_n", 1))
+
+    @register(Dispatch.ONE_TO_ALL)
+    def init_model(self) -> None:
+        path = self.config.model.path
+        self.processor = load_processor(path)
+        model = ValueModel(path, self.config.model.enable_gradient_checkpointing)
+        if dist.is_initialized():
+            model = apply_fsdp2(model, self.config.fsdp_config.mixed_precision, self.config.fsdp_config.param_offload)
+            install_dummy_vision_pass(model)
+        optimizer, scheduler = build_optimizer(model, self.config.optim)
+        self.critic = PPOCritic(model, self.config, self.processor, optimizer, scheduler, _dp_size())
+
+    @register(Dispatch.DP_COMPUTE_PROTO)
+    def compute_values(self, data: DataProto) -> DataProto:
+        return DataProto.from_dict({"values": self.critic.compute_values(data)})
+
+    @register(Dispatch.DP_COMPUTE_PROTO)
+    def update_critic(self, data: DataProto) -> DataProto:
+        rows = data.meta_info.get("ppo_mini_batch_rows") or (
+            self.config.ppo_mini_batch_size * self.rollout_n // _dp_size())
+        return DataProto(meta_info={"metrics": self.critic.update_critic(data, max(1, int(rows)))})

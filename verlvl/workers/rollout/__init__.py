@@ -1,0 +1,1 @@
+"""Rollout engines: hf (transformers generate), vllm."""
