@@ -114,3 +114,31 @@ def test_warmup_then_constant_or_cosine_learning_rate():
     assert lrs("constant") == pytest.approx([0.5, 1.0, 1.0, 1.0, 1.0, 1.0])
     cosine = lrs("cosine")
     assert cosine[:3] == pytest.approx([0.5, 1.0, 1.0]) and cosine[3] > cosine[4] > cosine[5] >= 0.1
+
+
+def test_text_only_model_trains_through_the_causal_lm_path(tmp_path, shapes_files):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from verlvl.data.collate import collate_to_dataproto
+    from verlvl.data.config import DataConfig
+    from verlvl.data.rl_dataset import RLDataset
+    from verlvl.models.processor import load_processor, load_tokenizer
+    from verlvl.models.tiny import build_tiny_qwen_text
+
+    path = build_tiny_qwen_text(tmp_path / "text")
+    assert load_processor(path) is None
+    tokenizer = load_tokenizer(path)
+    rows = [{"data_source": "openai/gsm8k", "prompt": [{"role": "user", "content": f"What is {i} plus {i}?"}],
+             "reward_model": {"ground_truth": str(2 * i)}} for i in range(4)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "gsm.parquet")
+    ds = RLDataset([str(tmp_path / "gsm.parquet")], tokenizer, None, DataConfig(max_prompt_length=48))
+    prompts = collate_to_dataproto([ds[i] for i in range(4)])
+    assert prompts.batch["position_ids"].shape == (4, 48)  # 1-D positions for a text model
+    model = load_model(str(path))
+    assert type(model).__name__ == "Qwen2ForCausalLM"
+    out = HFRollout(model, tokenizer, None, RolloutConfig(n=2, response_length=8)).generate_sequences(prompts)
+    actor = PPOActor(model, ActorConfig(), None)
+    log_probs, _ = actor.compute_log_prob(out, 4)
+    mask = out.batch["response_mask"].bool()
+    assert (log_probs - out.batch["rollout_log_probs"])[mask].abs().max() <= 1e-4

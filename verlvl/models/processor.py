@@ -61,13 +61,13 @@ def load_processor(path: str | Path, **kwargs):
     """The model's processor; for Qwen-VL without torchvision, the image-only one. Returns None for
     text-only models (use load_tokenizer)."""
     family = model_type_of(path)
+    if family is not None and family not in IMAGE_ONLY_PROCESSORS and "vl" not in family:
+        return None  # a text-only model: AutoProcessor would hand back its tokenizer
     try:
         return AutoProcessor.from_pretrained(path, **kwargs)
     except (ImportError, OSError, ValueError, TypeError):
         # No torchvision (ImportError), or a folder without a video processor config (OSError).
         if family not in IMAGE_ONLY_PROCESSORS:
-            if family is not None and "vl" not in family:
-                return None  # a text-only model
             raise
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 

@@ -152,3 +152,31 @@ def build_tiny_qwen_vl(path: str | Path, config: TinyVLConfig | None = None, ove
     write_video_processor_config(path, processor.image_processor)
     marker.write_text(json.dumps(asdict(config), indent=1))  # last: a half-written folder is rebuilt
     return path
+
+
+def build_tiny_qwen_text(path: str | Path, config: TinyVLConfig | None = None, overwrite: bool = False) -> Path:
+    """A tiny text-only Qwen2 (AutoModelForCausalLM) with the same tokenizer, for text RL paths."""
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    config = config or TinyVLConfig(family="qwen2")
+    path = Path(path)
+    marker = path / "verlvl_tiny.json"
+    if marker.exists() and not overwrite and json.loads(marker.read_text()) == asdict(config):
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(config)
+    hf_config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=config.hidden_size,
+                            intermediate_size=config.intermediate_size, num_hidden_layers=config.num_hidden_layers,
+                            num_attention_heads=config.num_attention_heads,
+                            num_key_value_heads=config.num_key_value_heads,
+                            max_position_embeddings=config.max_position_embeddings, tie_word_embeddings=False,
+                            bos_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                            pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(config.seed)
+    model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.pad_token_id]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    marker.write_text(json.dumps(asdict(config), indent=1))
+    return path
