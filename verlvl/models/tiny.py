@@ -38,7 +38,7 @@ class TinyVLConfig:
     mrope_section must sum to head_dim // 2."""
 
     family: str = "qwen2_5_vl"  # or "qwen2_vl"
-    vocab_size: int = 512  # BPE target before special tokens
+    vocab_size: int = 320  # BPE target; small, so a random policy says a task word now and then
     hidden_size: int = 128
     intermediate_size: int = 256
     num_hidden_layers: int = 2
@@ -64,6 +64,13 @@ class TinyVLConfig:
         return [t, h, half - t - h]
 
 
+BUILD_VERSION = 2  # bump when the builder's output changes, so cached tiny models are rebuilt
+
+
+def _stamp(config: TinyVLConfig) -> dict:
+    return {"build_version": BUILD_VERSION, **asdict(config)}
+
+
 def build_tokenizer(config: TinyVLConfig):
     """A byte-level BPE trained here on a small corpus, with Qwen's special tokens and chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -77,6 +84,11 @@ def build_tokenizer(config: TinyVLConfig):
     tok.train_from_iterator(_CORPUS * 4, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                    additional_special_tokens=QWEN_SPECIAL_TOKENS[1:], model_max_length=32768)
+    # The built-in task's answers are single tokens: an untrained policy then samples them by chance,
+    # which is all the signal RL starts from (as two BPE pieces, "re"+"d" would almost never appear).
+    from verlvl.data.shapes_task import COLORS, SHAPES
+
+    fast.add_tokens(list(COLORS) + list(SHAPES))
     fast.chat_template = QWEN_VL_CHAT_TEMPLATE
     fast.padding_side = "left"
     return fast
@@ -140,7 +152,7 @@ def build_tiny_qwen_vl(path: str | Path, config: TinyVLConfig | None = None, ove
     config = config or TinyVLConfig()
     path = Path(path)
     marker = path / "verlvl_tiny.json"
-    if marker.exists() and not overwrite and json.loads(marker.read_text()) == asdict(config):
+    if marker.exists() and not overwrite and json.loads(marker.read_text()) == _stamp(config):
         return path
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(config)
@@ -150,7 +162,7 @@ def build_tiny_qwen_vl(path: str | Path, config: TinyVLConfig | None = None, ove
     processor.save_pretrained(path)
     tokenizer.save_pretrained(path)
     write_video_processor_config(path, processor.image_processor)
-    marker.write_text(json.dumps(asdict(config), indent=1))  # last: a half-written folder is rebuilt
+    marker.write_text(json.dumps(_stamp(config), indent=1))  # last: a half-written folder is rebuilt
     return path
 
 
@@ -161,7 +173,7 @@ def build_tiny_qwen_text(path: str | Path, config: TinyVLConfig | None = None, o
     config = config or TinyVLConfig(family="qwen2")
     path = Path(path)
     marker = path / "verlvl_tiny.json"
-    if marker.exists() and not overwrite and json.loads(marker.read_text()) == asdict(config):
+    if marker.exists() and not overwrite and json.loads(marker.read_text()) == _stamp(config):
         return path
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(config)
@@ -178,5 +190,5 @@ def build_tiny_qwen_text(path: str | Path, config: TinyVLConfig | None = None, o
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    marker.write_text(json.dumps(asdict(config), indent=1))
+    marker.write_text(json.dumps(_stamp(config), indent=1))
     return path

@@ -110,3 +110,67 @@ def _cfg(config, key, default):
         return default
     value = config.get(key, None) if isinstance(config, dict) else getattr(config, key, None)
     return default if value is None else value
+
+
+@register_policy_loss("gspo")
+def compute_policy_loss_gspo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="seq-mean-token-mean",
+                             config=None, rollout_log_probs=None, **agg_kwargs):
+    """GSPO: one importance ratio per sequence (geometric mean of the token ratios), clipped."""
+    clip_low = _cfg(config, "clip_ratio_low", _cfg(config, "clip_ratio", 3e-4))
+    clip_high = _cfg(config, "clip_ratio_high", _cfg(config, "clip_ratio", 4e-4))
+    mask = response_mask.to(log_prob.dtype)
+    seq_kl = ((log_prob - old_log_prob) * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    # token-level value with the sequence ratio's value and the token's gradient
+    log_ratio = log_prob - log_prob.detach() + seq_kl.detach().unsqueeze(-1)
+    ratio = torch.exp(torch.clamp(log_ratio, max=10.0))
+    losses1 = -advantages * ratio
+    losses2 = -advantages * torch.clamp(ratio, 1 - clip_low, 1 + clip_high)
+    pg_losses = torch.maximum(losses1, losses2)
+    pg_clipfrac = masked_mean(torch.gt(losses2, losses1).float(), response_mask)
+    pg_loss = agg_loss(pg_losses, response_mask, loss_agg_mode, **agg_kwargs)
+    return pg_loss, pg_clipfrac, masked_mean(-(log_prob - old_log_prob), response_mask), torch.tensor(0.0)
+
+
+@register_policy_loss("cispo")
+def compute_policy_loss_cispo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean",
+                              config=None, rollout_log_probs=None, **agg_kwargs):
+    """CISPO: REINFORCE with the importance weight clipped and detached, so every token keeps a gradient."""
+    clip_low = _cfg(config, "clip_ratio_low", _cfg(config, "clip_ratio", 0.2))
+    clip_high = _cfg(config, "clip_ratio_high", _cfg(config, "clip_ratio", 0.2))
+    ratio = torch.exp(torch.clamp(log_prob - old_log_prob, -20.0, 20.0))
+    weight = torch.clamp(ratio, 1 - clip_low, 1 + clip_high).detach()
+    pg_losses = -advantages * weight * log_prob
+    pg_clipfrac = masked_mean((ratio != torch.clamp(ratio, 1 - clip_low, 1 + clip_high)).float(), response_mask)
+    pg_loss = agg_loss(pg_losses, response_mask, loss_agg_mode, **agg_kwargs)
+    return pg_loss, pg_clipfrac, masked_mean(-(log_prob - old_log_prob), response_mask), torch.tensor(0.0)
+
+
+class FixedKLController:
+    """A constant KL coefficient (algorithm.kl_ctrl.type=fixed)."""
+
+    def __init__(self, kl_coef: float):
+        self.value = kl_coef
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        pass
+
+
+class AdaptiveKLController:
+    """The KL coefficient moves toward target_kl over `horizon` samples (Ziegler et al.)."""
+
+    def __init__(self, init_kl_coef: float, target_kl: float, horizon: int):
+        self.value, self.target, self.horizon = init_kl_coef, target_kl, horizon
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        error = max(-0.2, min(0.2, current_kl / self.target - 1))
+        self.value *= 1 + error * n_steps / self.horizon
+
+
+def get_kl_controller(kl_ctrl) -> FixedKLController | AdaptiveKLController:
+    kind = _cfg(kl_ctrl, "type", "fixed")
+    if kind == "fixed":
+        return FixedKLController(_cfg(kl_ctrl, "kl_coef", 0.001))
+    if kind == "adaptive":
+        return AdaptiveKLController(_cfg(kl_ctrl, "kl_coef", 0.001), _cfg(kl_ctrl, "target_kl", 0.1),
+                                    _cfg(kl_ctrl, "horizon", 10000))
+    raise ValueError(f"algorithm.kl_ctrl.type={kind!r}: use fixed or adaptive")

@@ -11,6 +11,7 @@ from verlvl.models.processor import load_processor, load_tokenizer
 from verlvl.protocol import DataProto
 from verlvl.single_controller import Dispatch, Worker, register
 from verlvl.workers.actor import PPOActor, build_optimizer
+from verlvl.workers.checkpoint_io import export_hf, load_sharded, save_sharded
 from verlvl.workers.config import ActorConfig, CriticConfig, ModelConfig, RolloutConfig, from_mapping
 from verlvl.workers.critic import PPOCritic, ValueModel
 from verlvl.workers.fsdp_utils import (apply_fsdp2, freeze_vision_tower, full_state_dict, install_dummy_vision_pass,
@@ -119,6 +120,16 @@ class ActorRolloutRefWorker(Worker):
         return DataProto(meta_info={"metrics": metrics})
 
     @register(Dispatch.ONE_TO_ALL)
+    def save_checkpoint(self, path: str, hf_path: str | None = None) -> None:
+        save_sharded(path, self.actor.model, self.actor.optimizer, self.actor.scheduler)
+        if hf_path:
+            export_hf(hf_path, self.actor.model, self.tokenizer, self.processor)
+
+    @register(Dispatch.ONE_TO_ALL)
+    def load_checkpoint(self, path: str) -> None:
+        load_sharded(path, self.actor.model, self.actor.optimizer, self.actor.scheduler)
+
+    @register(Dispatch.ONE_TO_ALL)
     def get_full_state_dict(self, which: str = "actor") -> dict:
         model = (self.actor if which == "actor" else self.ref).model
         return full_state_dict(model)
@@ -144,6 +155,14 @@ class CriticWorker(Worker):
             install_dummy_vision_pass(model)
         optimizer, scheduler = build_optimizer(model, self.config.optim)
         self.critic = PPOCritic(model, self.config, self.processor, optimizer, scheduler, _dp_size())
+
+    @register(Dispatch.ONE_TO_ALL)
+    def save_checkpoint(self, path: str) -> None:
+        save_sharded(path, self.critic.model, self.critic.optimizer, self.critic.scheduler)
+
+    @register(Dispatch.ONE_TO_ALL)
+    def load_checkpoint(self, path: str) -> None:
+        load_sharded(path, self.critic.model, self.critic.optimizer, self.critic.scheduler)
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def compute_values(self, data: DataProto) -> DataProto:

@@ -1,0 +1,131 @@
+"""Checking the composed config once, early, with messages that name the key; derived values beside it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from verlvl.data.config import DataConfig
+from verlvl.trainer import builtin
+from verlvl.trainer.advantages import ADV_ESTIMATORS
+from verlvl.trainer.core_algos import LOSS_AGG_MODES, POLICY_LOSSES
+from verlvl.utils.device import is_cuda_available
+from verlvl.workers.config import ActorConfig, CriticConfig, RolloutConfig, from_mapping
+from verlvl.workers.fsdp_workers import _VERL_ACTOR_KEYS, _VERL_ROLLOUT_KEYS
+
+ROLLOUT_ENGINES = ("hf", "vllm")
+KL_TYPES = ("kl", "abs", "mse", "low_var_kl", "k1", "k2", "k3")
+
+
+class ConfigError(ValueError):
+    """One or more config keys are wrong; each line names the key and what to do."""
+
+
+@dataclass(frozen=True)
+class Derived:
+    """Values computed from the config (never written back into it)."""
+
+    world_size: int
+    use_gpu: bool
+    use_critic: bool
+    use_reference: bool
+    model_path: str
+    train_files: tuple[str, ...]
+    val_files: tuple[str, ...]
+    on_policy: bool
+
+
+def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
+    """Raise ConfigError listing every problem found; otherwise return the derived values."""
+    errors: list[str] = []
+    data_cfg = _try(errors, lambda: DataConfig.from_mapping(cfg.get("data")))
+    arr = cfg.get("actor_rollout_ref") or {}
+    actor = _try(errors, lambda: from_mapping(ActorConfig, arr.get("actor"), "actor_rollout_ref.actor", _VERL_ACTOR_KEYS))
+    rollout = _try(errors, lambda: from_mapping(RolloutConfig, arr.get("rollout"), "actor_rollout_ref.rollout",
+                                                _VERL_ROLLOUT_KEYS))
+    trainer, algo = cfg.get("trainer") or {}, cfg.get("algorithm") or {}
+    critic_cfg = cfg.get("critic") or {}
+    _try(errors, lambda: from_mapping(CriticConfig, {k: v for k, v in critic_cfg.items() if k != "enable"}, "critic",
+                                      _VERL_ACTOR_KEYS | {"ppo_micro_batch_size", "forward_micro_batch_size_per_gpu",
+                                                          "rollout_n"}))
+
+    nnodes, per_node = int(trainer.get("nnodes", 1)), int(trainer.get("n_gpus_per_node", 1))
+    world = nnodes * per_node
+    if nnodes < 1 or per_node < 1:
+        errors.append(f"trainer.nnodes={nnodes} and trainer.n_gpus_per_node={per_node} must both be at least 1")
+    device = trainer.get("device", "auto")
+    use_gpu = is_cuda_available() if device == "auto" else device == "cuda"
+    if device not in ("auto", "cuda", "cpu"):
+        errors.append(f"trainer.device={device!r}: use auto, cuda or cpu")
+    if device == "cuda" and not is_cuda_available():
+        errors.append("trainer.device=cuda but this machine has no CUDA GPU; use trainer.device=auto (or cpu) to "
+                      "train on CPU")
+
+    if data_cfg and actor and rollout:
+        n = rollout.n
+        if data_cfg.train_batch_size % actor.ppo_mini_batch_size:
+            errors.append(f"data.train_batch_size={data_cfg.train_batch_size} is not a multiple of "
+                          f"actor_rollout_ref.actor.ppo_mini_batch_size={actor.ppo_mini_batch_size}")
+        if actor.ppo_mini_batch_size * n % world:
+            errors.append(f"actor_rollout_ref.actor.ppo_mini_batch_size x rollout.n = {actor.ppo_mini_batch_size * n} "
+                          f"responses per optimizer step do not divide over {world} worker slots "
+                          "(trainer.nnodes x trainer.n_gpus_per_node)")
+        if data_cfg.train_batch_size * n < world:
+            errors.append(f"data.train_batch_size x rollout.n = {data_cfg.train_batch_size * n} responses is fewer "
+                          f"than the {world} worker slots")
+    if rollout and rollout.name not in ROLLOUT_ENGINES:
+        errors.append(f"actor_rollout_ref.rollout.name={rollout.name!r}: use one of {ROLLOUT_ENGINES}")
+    if actor:
+        if actor.policy_loss not in POLICY_LOSSES:
+            errors.append(f"actor_rollout_ref.actor.policy_loss={actor.policy_loss!r}: use one of {sorted(POLICY_LOSSES)}")
+        if actor.loss_agg_mode not in LOSS_AGG_MODES:
+            errors.append(f"actor_rollout_ref.actor.loss_agg_mode={actor.loss_agg_mode!r}: use one of {LOSS_AGG_MODES}")
+        if actor.kl_loss_type not in KL_TYPES:
+            errors.append(f"actor_rollout_ref.actor.kl_loss_type={actor.kl_loss_type!r}: use one of {KL_TYPES}")
+    estimator = algo.get("adv_estimator", "grpo")
+    if estimator not in ADV_ESTIMATORS:
+        errors.append(f"algorithm.adv_estimator={estimator!r}: use one of {sorted(ADV_ESTIMATORS)}")
+    if algo.get("kl_penalty", "kl") not in KL_TYPES:
+        errors.append(f"algorithm.kl_penalty={algo.get('kl_penalty')!r}: use one of {KL_TYPES}")
+    from verlvl.reward.managers import REWARD_MANAGERS
+
+    manager = (cfg.get("reward_model") or {}).get("reward_manager", "naive")
+    if manager not in REWARD_MANAGERS:
+        errors.append(f"reward_model.reward_manager={manager!r}: use one of {sorted(REWARD_MANAGERS)}")
+    reward_path = (cfg.get("custom_reward_function") or {}).get("path")
+    if reward_path and not Path(reward_path).expanduser().is_file():
+        errors.append(f"custom_reward_function.path={reward_path}: no such file")
+
+    model_path = (arr.get("model") or {}).get("path")
+    if not model_path:
+        errors.append("actor_rollout_ref.model.path is not set: give a model folder (or builtin://tiny-qwen2.5-vl)")
+    elif not builtin.is_builtin(model_path) and not Path(model_path).expanduser().exists() and "/" not in model_path:
+        errors.append(f"actor_rollout_ref.model.path={model_path}: no such folder")
+    train_files = data_cfg.train_files if data_cfg else ()
+    val_files = data_cfg.val_files if data_cfg else ()
+    if data_cfg and not train_files:
+        errors.append("data.train_files is not set: give parquet file(s) written by a data_preprocess/ script")
+    for key, files in (("data.train_files", train_files), ("data.val_files", val_files)):
+        for f in files:
+            if not builtin.is_builtin(f) and not Path(f).expanduser().is_file():
+                errors.append(f"{key}: {f} does not exist; write it with a data_preprocess/ script (e.g. "
+                              "python data_preprocess/geo3k.py) or fix the path")
+    if errors:
+        raise ConfigError("the config has problems:\n  - " + "\n  - ".join(errors))
+
+    critic_enable = critic_cfg.get("enable")
+    use_critic = (estimator == "gae") if critic_enable is None else bool(critic_enable)
+    use_reference = bool(actor.use_kl_loss or algo.get("use_kl_in_reward", False))
+    on_policy = actor.ppo_epochs == 1 and actor.ppo_mini_batch_size == data_cfg.train_batch_size
+    resolve = builtin.resolve if resolve_builtins else (lambda p: p)
+    return Derived(world, use_gpu, use_critic, use_reference, resolve(model_path),
+                   tuple(resolve(f) for f in train_files), tuple(resolve(f) for f in val_files), on_policy)
+
+
+def _try(errors: list[str], build):
+    try:
+        return build()
+    except (ValueError, TypeError) as e:
+        errors.append(str(e))
+        return None

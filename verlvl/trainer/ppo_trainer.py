@@ -1,0 +1,190 @@
+"""PPOTrainer: the RL loop on the driver. Every model call is a method call on a worker group."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from verlvl.protocol import DataProto, as_object_array
+from verlvl.trainer.advantages import get_adv_estimator_fn
+from verlvl.trainer.core_algos import get_kl_controller, kl_penalty, masked_mean
+from verlvl.trainer.metrics import (compute_data_metrics, compute_mismatch_metrics, compute_throughput_metrics,
+                                    compute_timing_metrics)
+
+log = logging.getLogger(__name__)
+
+
+class PPOTrainer:
+    def __init__(self, cfg: dict, derived, tokenizer, train_loader, val_loader, reward_fn, val_reward_fn,
+                 actor_rollout_wg, critic_wg=None, tracker=None, checkpointer=None):
+        self.cfg, self.derived, self.tokenizer = cfg, derived, tokenizer
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.reward_fn, self.val_reward_fn = reward_fn, val_reward_fn
+        self.actor_rollout_wg, self.critic_wg = actor_rollout_wg, critic_wg
+        self.tracker, self.checkpointer = tracker, checkpointer
+        self.algo, self.trainer_cfg = cfg["algorithm"], cfg["trainer"]
+        self.kl_ctrl = get_kl_controller(self.algo.get("kl_ctrl"))
+        self.global_step = 0
+
+    # ------------------------------------------------------------------ the algorithm
+    def fit(self) -> dict:
+        """generate -> reward -> old log-prob -> ref -> values -> advantages -> critic, actor updates."""
+        if self.checkpointer is not None:
+            self.global_step = self.checkpointer.resume(self)
+        total = self.total_steps()
+        last = {}
+        if self.val_loader is not None and self.trainer_cfg.get("val_before_train", True) and self.global_step == 0:
+            self.tracker.log(self.validate(), step=0)
+        progress = tqdm(total=total, initial=self.global_step, desc="training", unit="step", dynamic_ncols=True)
+        stream = self.train_loader.iterate_forever()
+        while self.global_step < total:
+            self.global_step += 1
+            batch, timing = self.new_batch(next(stream)), {}
+            with self.timer("step", timing):
+                with self.timer("gen", timing):
+                    batch = self.actor_rollout_wg.generate_sequences(batch)
+                if self.algo.get("adv_estimator") == "remax":
+                    with self.timer("gen_max", timing):
+                        batch.batch["reward_baselines"] = self.greedy_baseline(batch)
+                with self.timer("reward", timing):
+                    reward = self.reward_fn(batch, return_dict=True)
+                    batch.batch["token_level_scores"] = reward["reward_tensor"]
+                with self.timer("old_log_prob", timing):
+                    self.old_log_probs(batch)
+                if self.derived.use_reference:
+                    with self.timer("ref", timing):
+                        batch.union(self.actor_rollout_wg.compute_ref_log_prob(batch))
+                if self.derived.use_critic:
+                    with self.timer("values", timing):
+                        batch.union(self.critic_wg.compute_values(batch))
+                with self.timer("adv", timing):
+                    kl_metrics = self.apply_kl_in_reward(batch)
+                    self.compute_advantage(batch)
+                update_metrics = {}
+                if self.derived.use_critic:
+                    with self.timer("update_critic", timing):
+                        update_metrics.update(self.critic_wg.update_critic(batch).meta_info["metrics"])
+                if self.global_step > self.trainer_cfg.get("critic_warmup", 0):
+                    with self.timer("update_actor", timing):
+                        update_metrics.update(self.actor_rollout_wg.update_actor(batch).meta_info["metrics"])
+            metrics = {"training/global_step": self.global_step, "training/epoch": self.train_loader.epoch,
+                       **update_metrics, **kl_metrics, **reward.get("reward_metrics", {}),
+                       **compute_data_metrics(batch, self.derived.use_critic, self.cfg["data"]["max_response_length"]),
+                       **compute_timing_metrics(timing, batch), **compute_mismatch_metrics(batch),
+                       **compute_throughput_metrics(batch, timing["step"], self.derived.world_size)}
+            if self.should("test_freq") and self.val_loader is not None:
+                metrics.update(self.validate())
+            if self.checkpointer is not None and (self.should("save_freq") or (
+                    self.global_step == total and self.trainer_cfg.get("save_final", True))):
+                self.checkpointer.save(self)
+            self.tracker.log(metrics, step=self.global_step)
+            progress.set_postfix(score=f"{metrics['critic/score/mean']:.3f}", refresh=False)
+            progress.update(1)
+            last = metrics
+        progress.close()
+        return last
+
+    # ------------------------------------------------------------------ the steps
+    def new_batch(self, batch_dict: dict) -> DataProto:
+        batch = DataProto.from_single_dict(batch_dict)
+        # uids name a prompt's group of samples; deterministic so that a resumed run repeats exactly
+        batch.non_tensor_batch["uid"] = as_object_array([f"{self.global_step}-{i}" for i in range(len(batch))])
+        batch.meta_info["global_step"] = self.global_step
+        return batch
+
+    def old_log_probs(self, batch: DataProto) -> None:
+        """The trainer's log-probs of the sampled tokens. On-policy (one epoch, one mini-batch) they equal
+        the rollout's own, so that forward pass is skipped."""
+        if self.derived.on_policy and "rollout_log_probs" in batch.batch.keys():
+            batch.batch["old_log_probs"] = batch.batch["rollout_log_probs"]
+            return
+        batch.union(self.actor_rollout_wg.compute_log_prob(batch).select(batch_keys=["old_log_probs"]))
+
+    def greedy_baseline(self, batch: DataProto) -> torch.Tensor:
+        """ReMax: the score of the greedy response to each prompt."""
+        prompts = batch.select(batch_keys=["input_ids", "attention_mask", "position_ids"],
+                               non_tensor_batch_keys=[k for k in batch.non_tensor_batch if k != "uid"])
+        prompts.batch = prompts.batch.clone()
+        prompts.batch["input_ids"] = batch.batch["prompts"]
+        p = batch.batch["prompts"].shape[-1]
+        prompts.batch["attention_mask"] = batch.batch["attention_mask"][:, :p]
+        prompts.batch["position_ids"] = batch.batch["position_ids"][..., :p]
+        prompts.meta_info = {"validate": True, "n": 1}
+        greedy = self.actor_rollout_wg.generate_sequences(prompts)
+        return self.reward_fn(greedy, return_dict=True)["reward_tensor"].sum(-1)
+
+    def apply_kl_in_reward(self, batch: DataProto) -> dict[str, float]:
+        scores, mask = batch.batch["token_level_scores"], batch.batch["response_mask"]
+        if not self.algo.get("use_kl_in_reward", False):
+            batch.batch["token_level_rewards"] = scores
+            return {}
+        kld = kl_penalty(batch.batch["old_log_probs"], batch.batch["ref_log_prob"], self.algo.get("kl_penalty", "kl"))
+        kld = kld * mask
+        beta = self.kl_ctrl.value
+        batch.batch["token_level_rewards"] = scores - beta * kld
+        current = masked_mean(kld, mask).item()
+        self.kl_ctrl.update(current, n_steps=len(batch))
+        return {"actor/reward_kl_penalty": current, "actor/reward_kl_penalty_coeff": beta}
+
+    def compute_advantage(self, batch: DataProto) -> None:
+        name = self.algo.get("adv_estimator", "grpo")
+        kwargs = {"token_level_rewards": batch.batch["token_level_rewards"], "response_mask": batch.batch["response_mask"],
+                  "index": batch.non_tensor_batch["uid"], "gamma": self.algo.get("gamma", 1.0),
+                  "lam": self.algo.get("lam", 1.0), "config": self.algo,
+                  "norm_adv_by_std_in_grpo": self.algo.get("norm_adv_by_std_in_grpo", True)}
+        if "values" in batch.batch.keys():
+            kwargs["values"] = batch.batch["values"]
+        if "reward_baselines" in batch.batch.keys():
+            kwargs["reward_baselines"] = batch.batch["reward_baselines"]
+        advantages, returns = get_adv_estimator_fn(name)(**kwargs)
+        batch.batch["advantages"], batch.batch["returns"] = advantages, returns
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> dict[str, float]:
+        """Greedy (val_kwargs) generation over the validation set: val-core/<data_source>/<var>/mean@N."""
+        n = int(self.cfg["actor_rollout_ref"]["rollout"].get("val_kwargs", {}).get("n", 1))
+        scores: dict[tuple[str, str], list[float]] = {}
+        samples = []
+        for batch_dict in self.val_loader:
+            batch = DataProto.from_single_dict(batch_dict)
+            batch.meta_info = {"validate": True}
+            out = self.actor_rollout_wg.generate_sequences(batch)
+            reward = self.val_reward_fn(out, return_dict=True)
+            sources = out.non_tensor_batch["data_source"]
+            for key, values in reward["reward_extra_info"].items():
+                var = "reward" if key == "score" else key
+                for source, value in zip(sources, values):
+                    scores.setdefault((source, var), []).append(float(value))
+            if len(samples) < self.trainer_cfg.get("log_val_generations", 0):
+                texts = self.tokenizer.batch_decode(out.batch["responses"], skip_special_tokens=True)
+                truths = [(rm or {}).get("ground_truth") for rm in out.non_tensor_batch["reward_model"]]
+                samples += list(zip(texts, truths, reward["reward_extra_info"]["score"]))
+        for text, truth, score in samples[:self.trainer_cfg.get("log_val_generations", 0)]:
+            log.info("[validation] response %r | ground truth %r | score %.3f", text, truth, score)
+        out = {}
+        for (source, var), values in scores.items():
+            group = "val-core" if var in ("reward", "acc") else "val-aux"
+            out[f"{group}/{source}/{var}/mean@{n}"] = float(np.nanmean(values))
+        return out
+
+    # ------------------------------------------------------------------ helpers
+    def total_steps(self) -> int:
+        steps = self.trainer_cfg.get("total_training_steps")
+        by_epochs = self.trainer_cfg.get("total_epochs", 1) * len(self.train_loader)
+        return int(min(steps, by_epochs) if steps else by_epochs)
+
+    def should(self, key: str) -> bool:
+        freq = self.trainer_cfg.get(key, -1) or -1
+        return freq > 0 and self.global_step % freq == 0
+
+    @staticmethod
+    @contextmanager
+    def timer(name: str, timing: dict):
+        start = time.perf_counter()
+        yield
+        timing[name] = time.perf_counter() - start

@@ -1,0 +1,100 @@
+"""TaskRunner: builds data, reward, worker groups, trackers and checkpoints from a checked config, then fits."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+from verlvl.data.collate import collate_fn
+from verlvl.data.config import DataConfig
+from verlvl.data.loader import ResumableLoader
+from verlvl.data.rl_dataset import RLDataset
+from verlvl.models.processor import load_processor, load_tokenizer
+from verlvl.reward.function import spec_from_config
+from verlvl.reward.managers import get_reward_manager_cls
+from verlvl.single_controller import (RayClassWithInitArgs, RayResourcePool, RayWorkerGroup,
+                                      create_colocated_worker_groups)
+from verlvl.trainer.checkpoint import Checkpointer
+from verlvl.trainer.config import Derived
+from verlvl.trainer.ppo_trainer import PPOTrainer
+from verlvl.utils.tracking import Tracking
+from verlvl.workers.fsdp_workers import ActorRolloutRefWorker, CriticWorker
+
+log = logging.getLogger(__name__)
+
+
+def build_reward(cfg: dict, tokenizer, for_validation: bool = False):
+    """The reward manager; the reward function is loaded and checked here, before any model loads."""
+    rm = cfg.get("reward_model") or {}
+    name = rm.get("reward_manager", "naive")
+    kwargs = dict(num_workers=rm.get("num_workers", 2), timeout_s=rm.get("timeout_s", 10.0),
+                  error_score=rm.get("error_score", 0.0))
+    if name == "dapo":
+        kwargs.update(max_resp_len=cfg["data"]["max_response_length"], overlong_buffer_cfg=rm.get("overlong_buffer"))
+    return get_reward_manager_cls(name)(tokenizer, num_examine=0,
+                                        compute_score=spec_from_config(cfg.get("custom_reward_function")), **kwargs)
+
+
+def build_loaders(cfg: dict, derived: Derived, tokenizer, processor):
+    data_cfg = DataConfig.from_mapping({**cfg["data"], "train_files": list(derived.train_files),
+                                        "val_files": list(derived.val_files)})
+    train = RLDataset(list(derived.train_files), tokenizer, processor, data_cfg, data_cfg.train_max_samples)
+    train_loader = ResumableLoader(train, data_cfg.train_batch_size, shuffle=data_cfg.shuffle, seed=data_cfg.seed,
+                                   num_workers=data_cfg.dataloader_num_workers, collate_fn=collate_fn)
+    val_loader = None
+    if derived.val_files:
+        val = RLDataset(list(derived.val_files), tokenizer, processor, data_cfg, data_cfg.val_max_samples)
+        val_loader = ResumableLoader(val, data_cfg.val_batch_size or len(val), shuffle=False, drop_last=False,
+                                     collate_fn=collate_fn)
+    return train_loader, val_loader
+
+
+def worker_configs(cfg: dict, derived: Derived, total_steps: int) -> tuple[dict, dict]:
+    """Copies of the user's sections with the derived values filled in (the user's config is untouched)."""
+    arr = copy.deepcopy(cfg["actor_rollout_ref"])
+    arr.pop("hybrid_engine", None)
+    arr["model"]["path"] = derived.model_path
+    arr["actor"].setdefault("optim", {})["total_training_steps"] = total_steps
+    arr["seed"] = cfg["trainer"].get("seed", 1)
+    critic = copy.deepcopy(cfg.get("critic") or {})
+    critic.pop("enable", None)
+    critic.setdefault("model", {})["path"] = derived.model_path if critic["model"].get("path") in (
+        None, cfg["actor_rollout_ref"]["model"]["path"]) else critic["model"]["path"]
+    critic.setdefault("optim", {})["total_training_steps"] = total_steps
+    critic["rollout_n"] = arr["rollout"]["n"]
+    return arr, critic
+
+
+def run(cfg: dict, derived: Derived) -> dict:
+    trainer_cfg = cfg["trainer"]
+    tokenizer, processor = load_tokenizer(derived.model_path), load_processor(derived.model_path)
+    reward_fn, val_reward_fn = build_reward(cfg, tokenizer), build_reward(cfg, tokenizer, for_validation=True)
+    train_loader, val_loader = build_loaders(cfg, derived, tokenizer, processor)
+    steps = trainer_cfg.get("total_training_steps")
+    total = int(min(steps, trainer_cfg.get("total_epochs", 1) * len(train_loader)) if steps else
+                trainer_cfg.get("total_epochs", 1) * len(train_loader))
+    arr_cfg, critic_cfg = worker_configs(cfg, derived, total)
+
+    pool = RayResourcePool([trainer_cfg["n_gpus_per_node"]] * trainer_cfg["nnodes"], use_gpu=derived.use_gpu)
+    roles = {"actor_rollout": RayClassWithInitArgs(ActorRolloutRefWorker, config=arr_cfg,
+                                                   role="actor_rollout_ref" if derived.use_reference else "actor_rollout")}
+    if derived.use_critic:
+        roles["critic"] = RayClassWithInitArgs(CriticWorker, config=critic_cfg)
+    groups = create_colocated_worker_groups(pool, roles) if len(roles) > 1 else {
+        "actor_rollout": RayWorkerGroup(pool, roles["actor_rollout"], role="actor_rollout")}
+    for group in groups.values():
+        group.init_model()
+    run_dir = Path(trainer_cfg["default_local_dir"])
+    tracker = Tracking(trainer_cfg.get("logger", ["console"]), trainer_cfg.get("project_name", "verlvl"),
+                       trainer_cfg.get("experiment_name", "run"), str(run_dir), config=cfg)
+    print(f"[verlvl] metrics and checkpoints go to {run_dir.resolve()}; "
+          f"plot them with: python -m verlvl.plot {run_dir}")
+    trainer = PPOTrainer(cfg, derived, tokenizer, train_loader, val_loader, reward_fn, val_reward_fn,
+                         groups["actor_rollout"], groups.get("critic"), tracker, Checkpointer(cfg, run_dir))
+    try:
+        return trainer.fit()
+    finally:
+        tracker.close()
+        reward_fn.close()
+        val_reward_fn.close()
