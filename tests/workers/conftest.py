@@ -22,7 +22,7 @@ def _png(color):
 def prompts(tiny_vl, shapes_files):
     """4 image prompts from the shapes task, as the dataloader makes them."""
     processor, _ = tiny_vl
-    ds = RLDataset([shapes_files["train"]], processor.tokenizer, processor, DataConfig(max_prompt_length=64))
+    ds = RLDataset([shapes_files["train"]], processor.tokenizer, processor, DataConfig(max_prompt_length=96))
     return collate_to_dataproto([ds[i] for i in range(4)])
 
 
@@ -39,7 +39,7 @@ def mixed_prompts(tiny_vl, tmp_path_factory):
                      "extra_info": {"index": i}})
     path = tmp_path_factory.mktemp("mixed") / "mixed.parquet"
     pq.write_table(pa.Table.from_pylist(rows), path)
-    ds = RLDataset([str(path)], processor.tokenizer, processor, DataConfig(max_prompt_length=64))
+    ds = RLDataset([str(path)], processor.tokenizer, processor, DataConfig(max_prompt_length=96))
     return collate_to_dataproto([ds[i] for i in range(4)])
 
 

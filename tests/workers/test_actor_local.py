@@ -132,9 +132,9 @@ def test_text_only_model_trains_through_the_causal_lm_path(tmp_path, shapes_file
     rows = [{"data_source": "openai/gsm8k", "prompt": [{"role": "user", "content": f"What is {i} plus {i}?"}],
              "reward_model": {"ground_truth": str(2 * i)}} for i in range(4)]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "gsm.parquet")
-    ds = RLDataset([str(tmp_path / "gsm.parquet")], tokenizer, None, DataConfig(max_prompt_length=48))
+    ds = RLDataset([str(tmp_path / "gsm.parquet")], tokenizer, None, DataConfig(max_prompt_length=64))
     prompts = collate_to_dataproto([ds[i] for i in range(4)])
-    assert prompts.batch["position_ids"].shape == (4, 48)  # 1-D positions for a text model
+    assert prompts.batch["position_ids"].shape == (4, 64)  # 1-D positions for a text model
     model = load_model(str(path))
     assert type(model).__name__ == "Qwen2ForCausalLM"
     out = HFRollout(model, tokenizer, None, RolloutConfig(n=2, response_length=8)).generate_sequences(prompts)

@@ -41,8 +41,8 @@ def test_rollout_log_probs_equal_the_actors_and_one_update_equals_one_process(ra
         assert diff <= 1e-4, diff
         assert (data.batch["old_log_probs"] - data.batch["ref_log_prob"])[mask].abs().max() == 0  # same weights
         # 3-D positions continue after the prompt's last position
-        pos = data.batch["position_ids"]
-        assert torch.equal(pos[:, :, 65] - pos[:, :, 63], torch.full((8, 3), 2))
+        pos, p = data.batch["position_ids"], data.batch["prompts"].shape[1]
+        assert torch.equal(pos[:, :, p + 1] - pos[:, :, p - 1], torch.full((8, 3), 2))
 
         metrics = group.update_actor(DataProto(data.batch, dict(data.non_tensor_batch),
                                                {"ppo_mini_batch_rows": 4})).meta_info["metrics"]
@@ -93,7 +93,7 @@ def test_critic_learns_a_constant_target(ray_local, tiny_vl_path, prompts):
               "optim": {"lr": 3e-3}}
     group, pool = make_group(ray_local, CriticWorker, config=config)
     try:
-        responses = torch.randint(3, 300, (4, 8))
+        responses = torch.randint(20, 300, (4, 8))  # ordinary text tokens (ids < 14 are special)
         data = DataProto.from_dict({
             "input_ids": torch.cat([prompts.batch["input_ids"], responses], 1),
             "attention_mask": torch.cat([prompts.batch["attention_mask"], torch.ones(4, 8, dtype=torch.long)], 1),
