@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-def run_ppo(cfg: DictConfig) -> dict:
+def run_ppo(cfg: DictConfig):
     """Train with a composed config. The config is read, never modified: derived values live apart."""
     from verlvl.trainer.config import check_config
     from verlvl.trainer.task_runner import run

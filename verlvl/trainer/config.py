@@ -15,6 +15,7 @@ from verlvl.workers.config import ActorConfig, CriticConfig, RolloutConfig, from
 from verlvl.workers.fsdp_workers import _VERL_ACTOR_KEYS, _VERL_ROLLOUT_KEYS
 
 ROLLOUT_ENGINES = ("hf", "vllm")
+AVAILABLE_ROLLOUT_ENGINES = ("hf",)
 KL_TYPES = ("kl", "abs", "mse", "low_var_kl", "k1", "k2", "k3")
 
 
@@ -76,6 +77,9 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
                           f"than the {world} worker slots")
     if rollout and rollout.name not in ROLLOUT_ENGINES:
         errors.append(f"actor_rollout_ref.rollout.name={rollout.name!r}: use one of {ROLLOUT_ENGINES}")
+    elif rollout and rollout.name not in AVAILABLE_ROLLOUT_ENGINES:
+        errors.append(f"actor_rollout_ref.rollout.name={rollout.name!r} is not in this build yet; use "
+                      f"actor_rollout_ref.rollout.name=hf")
     if actor:
         if actor.policy_loss not in POLICY_LOSSES:
             errors.append(f"actor_rollout_ref.actor.policy_loss={actor.policy_loss!r}: use one of {sorted(POLICY_LOSSES)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from verlvl.data.collate import collate_fn
@@ -66,7 +67,14 @@ def worker_configs(cfg: dict, derived: Derived, total_steps: int) -> tuple[dict,
     return arr, critic
 
 
-def run(cfg: dict, derived: Derived) -> dict:
+@dataclass
+class RunResult:
+    metrics: dict  # the last step's metrics
+    workers: list[dict]  # node, pid and rank of each worker
+    run_dir: Path
+
+
+def run(cfg: dict, derived: Derived) -> RunResult:
     trainer_cfg = cfg["trainer"]
     tokenizer, processor = load_tokenizer(derived.model_path), load_processor(derived.model_path)
     reward_fn, val_reward_fn = build_reward(cfg, tokenizer), build_reward(cfg, tokenizer, for_validation=True)
@@ -85,6 +93,9 @@ def run(cfg: dict, derived: Derived) -> dict:
         "actor_rollout": RayWorkerGroup(pool, roles["actor_rollout"], role="actor_rollout")}
     for group in groups.values():
         group.init_model()
+    workers = groups["actor_rollout"].worker_info
+    for w in workers:
+        log.info("worker rank %d on node %s (pid %d)", w["rank"], w["node_ip"], w["pid"])
     run_dir = Path(trainer_cfg["default_local_dir"])
     tracker = Tracking(trainer_cfg.get("logger", ["console"]), trainer_cfg.get("project_name", "verlvl"),
                        trainer_cfg.get("experiment_name", "run"), str(run_dir), config=cfg)
@@ -93,8 +104,15 @@ def run(cfg: dict, derived: Derived) -> dict:
     trainer = PPOTrainer(cfg, derived, tokenizer, train_loader, val_loader, reward_fn, val_reward_fn,
                          groups["actor_rollout"], groups.get("critic"), tracker, Checkpointer(cfg, run_dir))
     try:
-        return trainer.fit()
+        result = RunResult(trainer.fit(), workers, run_dir)
+        if "jsonl" in (trainer_cfg.get("logger") or []):
+            from verlvl.plot import plot
+
+            print(f"[verlvl] plots: {plot(run_dir)[-1]}")
+        return result
     finally:
         tracker.close()
         reward_fn.close()
         val_reward_fn.close()
+        groups["actor_rollout"].shutdown()  # the fused roles share these actors
+        pool.release()

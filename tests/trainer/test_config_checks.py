@@ -1,0 +1,52 @@
+"""The composed config: experiments print, bad keys and values are named, the user's config is untouched."""
+
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from tests.trainer.helpers import compose_config
+from verlvl.trainer.config import ConfigError, check_config
+
+
+def test_cfg_job_prints_the_whole_gpu_config():
+    out = subprocess.run([sys.executable, "-m", "verlvl.main_ppo", "+experiment=qwen25vl_7b_geo", "--cfg", "job"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for expected in ("path: Qwen/Qwen2.5-VL-7B-Instruct", "name: vllm", "'n': 5", "n_gpus_per_node: 8",
+                     "train_files: ~/data/geo3k/train.parquet", "use_kl_loss: true", "adv_estimator: grpo",
+                     "custom_reward_function:", "ray_init:"):
+        assert expected in out.stdout, expected
+
+
+def test_default_config_is_the_cpu_run():
+    cfg = OmegaConf.to_container(compose_config(), resolve=True)
+    derived = check_config(cfg, resolve_builtins=False)
+    assert derived.model_path == "builtin://tiny-qwen2.5-vl" and derived.world_size == 2
+    assert derived.on_policy and not derived.use_critic and not derived.use_reference
+    assert cfg["actor_rollout_ref"]["rollout"]["response_length"] == cfg["data"]["max_response_length"]
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["data.train_batch_size=6"], "data.train_batch_size=6 is not a multiple of actor_rollout_ref.actor.ppo_mini_batch"),
+    (["trainer.n_gpus_per_node=3"], "do not divide over 3 worker slots"),
+    (["algorithm.adv_estimator=ppo2"], "algorithm.adv_estimator='ppo2': use one of"),
+    (["actor_rollout_ref.rollout.name=sglang"], "actor_rollout_ref.rollout.name='sglang'"),
+    (["data.train_files=/nope/train.parquet"], "data.train_files: /nope/train.parquet does not exist"),
+    (["trainer.device=cuda"], "trainer.device=cuda but this machine has no CUDA GPU"),
+    (["+actor_rollout_ref.actor.lr=1"], "unknown key actor_rollout_ref.actor.lr"),
+    (["reward_model.reward_manager=prime"], "reward_model.reward_manager='prime'"),
+    (["custom_reward_function.path=/nope/reward.py"], "custom_reward_function.path=/nope/reward.py: no such file"),
+])
+def test_bad_config_names_the_key(overrides, message):
+    cfg = OmegaConf.to_container(compose_config(*overrides), resolve=True)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        check_config(cfg, resolve_builtins=False)
+
+
+def test_check_config_does_not_mutate_the_users_config():
+    cfg = OmegaConf.to_container(compose_config(), resolve=True)
+    before = OmegaConf.to_yaml(OmegaConf.create(cfg))
+    check_config(cfg, resolve_builtins=False)
+    assert OmegaConf.to_yaml(OmegaConf.create(cfg)) == before
