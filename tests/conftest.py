@@ -36,6 +36,23 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
+@pytest.fixture
+def two_node_cluster(monkeypatch):
+    """Two Ray nodes of one CPU each on this machine, named by RAY_ADDRESS; stopped afterwards."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
 @pytest.fixture(scope="session")
 def tiny_vl_path(tmp_path_factory):
     """A tiny Qwen2.5-VL checkpoint folder, built once per test session."""

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import ray
-from ray.cluster_utils import Cluster
 
 from tests.single_controller.roles import EchoWorker
 from verlvl.single_controller import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup
@@ -20,19 +19,6 @@ from verlvl.utils.ray_init import init_ray
 
 pytestmark = pytest.mark.slow
 RAY_BIN = str(Path(sys.executable).with_name("ray"))
-
-
-@pytest.fixture
-def two_node_cluster(monkeypatch):
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    monkeypatch.setenv("RAY_ADDRESS", cluster.address)
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
 
 
 def test_group_spreads_over_two_nodes_joined_through_ray_address(two_node_cluster):

@@ -102,23 +102,10 @@ def test_gae_with_critic_and_kl_terms(ray_local, cache):
     assert m["training/rollout_probs_diff_max"] < 1e-4
 
 
-def test_two_node_cluster_joined_through_ray_address(cache, monkeypatch):
+def test_two_node_cluster_joined_through_ray_address(cache, two_node_cluster):
     """trainer.nnodes=2 trainer.n_gpus_per_node=1 on a two-node cluster: one worker per node."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    monkeypatch.setenv("RAY_ADDRESS", cluster.address)
-    try:
-        run_dir = cache / "two_nodes"
-        result = run_ppo(compose_config(*SHORT, "trainer.total_training_steps=2", "trainer.nnodes=2",
-                                        "trainer.n_gpus_per_node=1", f"trainer.default_local_dir={run_dir}"))
-        assert len({w["node_id"] for w in result.workers}) == 2
-        assert sorted(metrics_of(run_dir)) == [1, 2]
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    run_dir = cache / "two_nodes"
+    result = run_ppo(compose_config(*SHORT, "trainer.total_training_steps=2", "trainer.nnodes=2",
+                                    "trainer.n_gpus_per_node=1", f"trainer.default_local_dir={run_dir}"))
+    assert len({w["node_id"] for w in result.workers}) == 2
+    assert sorted(metrics_of(run_dir)) == [1, 2]

@@ -71,6 +71,11 @@ def _stamp(config: TinyVLConfig) -> dict:
     return {"build_version": BUILD_VERSION, **asdict(config)}
 
 
+def _up_to_date(path: Path, config: TinyVLConfig) -> bool:
+    marker = path / "verlvl_tiny.json"
+    return marker.exists() and json.loads(marker.read_text()) == _stamp(config)
+
+
 def build_tokenizer(config: TinyVLConfig):
     """A byte-level BPE trained here on a small corpus, with Qwen's special tokens and chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -151,8 +156,7 @@ def build_tiny_qwen_vl(path: str | Path, config: TinyVLConfig | None = None, ove
 
     config = config or TinyVLConfig()
     path = Path(path)
-    marker = path / "verlvl_tiny.json"
-    if marker.exists() and not overwrite and json.loads(marker.read_text()) == _stamp(config):
+    if not overwrite and _up_to_date(path, config):
         return path
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(config)
@@ -162,7 +166,8 @@ def build_tiny_qwen_vl(path: str | Path, config: TinyVLConfig | None = None, ove
     processor.save_pretrained(path)
     tokenizer.save_pretrained(path)
     write_video_processor_config(path, processor.image_processor)
-    marker.write_text(json.dumps(_stamp(config), indent=1))  # last: a half-written folder is rebuilt
+    # written last: a half-written folder is rebuilt
+    (path / "verlvl_tiny.json").write_text(json.dumps(_stamp(config), indent=1))
     return path
 
 
@@ -172,8 +177,7 @@ def build_tiny_qwen_text(path: str | Path, config: TinyVLConfig | None = None, o
 
     config = config or TinyVLConfig(family="qwen2")
     path = Path(path)
-    marker = path / "verlvl_tiny.json"
-    if marker.exists() and not overwrite and json.loads(marker.read_text()) == _stamp(config):
+    if not overwrite and _up_to_date(path, config):
         return path
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(config)
@@ -190,5 +194,5 @@ def build_tiny_qwen_text(path: str | Path, config: TinyVLConfig | None = None, o
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    marker.write_text(json.dumps(_stamp(config), indent=1))
+    (path / "verlvl_tiny.json").write_text(json.dumps(_stamp(config), indent=1))
     return path

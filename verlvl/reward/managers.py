@@ -12,24 +12,18 @@ import torch
 from verlvl.protocol import DataProto
 from verlvl.reward.function import RewardFunctionSpec
 from verlvl.reward.scoring import RewardScorer, Sample, ScoreOutcome
+from verlvl.utils.registry import Registry
 
 log = logging.getLogger(__name__)
-REWARD_MANAGERS: dict[str, type] = {}
+REWARD_MANAGERS = Registry("reward manager", "reward_model.reward_manager")
 
 
 def register_reward_manager(name: str) -> Callable:
-    def decorator(cls):
-        REWARD_MANAGERS[name] = cls
-        return cls
-
-    return decorator
+    return REWARD_MANAGERS.register(name)
 
 
 def get_reward_manager_cls(name: str) -> type:
-    if name not in REWARD_MANAGERS:
-        raise ValueError(f"unknown reward manager {name!r} (reward_model.reward_manager); known: "
-                         f"{sorted(REWARD_MANAGERS)}")
-    return REWARD_MANAGERS[name]
+    return REWARD_MANAGERS.lookup(name)
 
 
 BUILTIN_SCORER = RewardFunctionSpec(module="verlvl.reward.scorers", name="default_compute_score")

@@ -9,25 +9,18 @@ import numpy as np
 import torch
 
 from verlvl.trainer.core_algos import masked_mean
+from verlvl.utils.registry import Registry
 
-ADV_ESTIMATORS: dict[str, Callable] = {}
+ADV_ESTIMATORS = Registry("advantage estimator", "algorithm.adv_estimator")
 
 
-def register_adv_est(name: str):
+def register_adv_est(name: str) -> Callable:
     """Register fn(token_level_rewards, response_mask, index=None, config=None, **kw) -> (advantages, returns)."""
-
-    def decorator(fn):
-        ADV_ESTIMATORS[name] = fn
-        return fn
-
-    return decorator
+    return ADV_ESTIMATORS.register(name)
 
 
 def get_adv_estimator_fn(name: str) -> Callable:
-    if name not in ADV_ESTIMATORS:
-        raise ValueError(f"unknown advantage estimator {name!r} (algorithm.adv_estimator); known: "
-                         f"{sorted(ADV_ESTIMATORS)}")
-    return ADV_ESTIMATORS[name]
+    return ADV_ESTIMATORS.lookup(name)
 
 
 def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:

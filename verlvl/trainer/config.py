@@ -12,7 +12,7 @@ from verlvl.trainer.advantages import ADV_ESTIMATORS
 from verlvl.trainer.core_algos import LOSS_AGG_MODES, POLICY_LOSSES
 from verlvl.utils.device import is_cuda_available
 from verlvl.workers.config import ActorConfig, CriticConfig, RolloutConfig, from_mapping
-from verlvl.workers.fsdp_workers import _VERL_ACTOR_KEYS, _VERL_ROLLOUT_KEYS
+from verlvl.workers.fsdp_workers import VERL_ACTOR_KEYS, VERL_ROLLOUT_KEYS
 
 ROLLOUT_ENGINES = ("hf", "vllm")
 AVAILABLE_ROLLOUT_ENGINES = ("hf",)
@@ -42,13 +42,13 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
     errors: list[str] = []
     data_cfg = _try(errors, lambda: DataConfig.from_mapping(cfg.get("data")))
     arr = cfg.get("actor_rollout_ref") or {}
-    actor = _try(errors, lambda: from_mapping(ActorConfig, arr.get("actor"), "actor_rollout_ref.actor", _VERL_ACTOR_KEYS))
+    actor = _try(errors, lambda: from_mapping(ActorConfig, arr.get("actor"), "actor_rollout_ref.actor", VERL_ACTOR_KEYS))
     rollout = _try(errors, lambda: from_mapping(RolloutConfig, arr.get("rollout"), "actor_rollout_ref.rollout",
-                                                _VERL_ROLLOUT_KEYS))
+                                                VERL_ROLLOUT_KEYS))
     trainer, algo = cfg.get("trainer") or {}, cfg.get("algorithm") or {}
     critic_cfg = cfg.get("critic") or {}
     _try(errors, lambda: from_mapping(CriticConfig, {k: v for k, v in critic_cfg.items() if k != "enable"}, "critic",
-                                      _VERL_ACTOR_KEYS | {"ppo_micro_batch_size", "forward_micro_batch_size_per_gpu",
+                                      VERL_ACTOR_KEYS | {"ppo_micro_batch_size", "forward_micro_batch_size_per_gpu",
                                                           "rollout_n"}))
 
     nnodes, per_node = int(trainer.get("nnodes", 1)), int(trainer.get("n_gpus_per_node", 1))

@@ -6,25 +6,20 @@ from typing import Callable
 
 import torch
 
-POLICY_LOSSES: dict[str, Callable] = {}
+from verlvl.utils.registry import Registry
+
+POLICY_LOSSES = Registry("policy loss", "actor_rollout_ref.actor.policy_loss")
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
 
 def register_policy_loss(name: str):
     """Register fn(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_log_probs=None)
     -> (pg_loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower), as veRL's registry does."""
-
-    def decorator(fn):
-        POLICY_LOSSES[name] = fn
-        return fn
-
-    return decorator
+    return POLICY_LOSSES.register(name)
 
 
 def get_policy_loss_fn(name: str) -> Callable:
-    if name not in POLICY_LOSSES:
-        raise ValueError(f"unknown policy loss {name!r} (actor.policy_loss.loss_mode); known: {sorted(POLICY_LOSSES)}")
-    return POLICY_LOSSES[name]
+    return POLICY_LOSSES.lookup(name)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

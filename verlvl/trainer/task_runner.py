@@ -16,6 +16,7 @@ from verlvl.reward.function import spec_from_config
 from verlvl.reward.managers import get_reward_manager_cls
 from verlvl.single_controller import (RayClassWithInitArgs, RayResourcePool, RayWorkerGroup,
                                       create_colocated_worker_groups)
+from verlvl.trainer import builtin
 from verlvl.trainer.checkpoint import Checkpointer
 from verlvl.trainer.config import Derived
 from verlvl.trainer.ppo_trainer import PPOTrainer
@@ -60,8 +61,8 @@ def worker_configs(cfg: dict, derived: Derived, total_steps: int) -> tuple[dict,
     arr["seed"] = cfg["trainer"].get("seed", 1)
     critic = copy.deepcopy(cfg.get("critic") or {})
     critic.pop("enable", None)
-    critic.setdefault("model", {})["path"] = derived.model_path if critic["model"].get("path") in (
-        None, cfg["actor_rollout_ref"]["model"]["path"]) else critic["model"]["path"]
+    critic_path = critic.setdefault("model", {}).get("path") or cfg["actor_rollout_ref"]["model"]["path"]
+    critic["model"]["path"] = builtin.resolve(critic_path)
     critic.setdefault("optim", {})["total_training_steps"] = total_steps
     critic["rollout_n"] = arr["rollout"]["n"]
     return arr, critic

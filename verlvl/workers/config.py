@@ -16,7 +16,6 @@ def from_mapping(cls, mapping: Mapping[str, Any] | None, prefix: str, ignored: f
     values = {}
     for key, value in mapping.items():
         if key in fields:
-            sub = fields[key].type
             sub_cls = _NESTED.get((cls.__name__, key))
             values[key] = from_mapping(sub_cls, value, f"{prefix}.{key}") if sub_cls and not isinstance(
                 value, sub_cls) else value

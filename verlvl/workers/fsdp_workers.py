@@ -21,14 +21,14 @@ from verlvl.workers.rollout.hf_rollout import HFRollout
 log = logging.getLogger(__name__)
 ROLES = ("actor", "rollout", "ref", "actor_rollout", "actor_rollout_ref")
 # veRL keys accepted for compatibility that change nothing here.
-_VERL_ACTOR_KEYS = frozenset({"strategy", "ulysses_sequence_parallel_size", "use_torch_compile", "checkpoint",
+VERL_ACTOR_KEYS = frozenset({"strategy", "ulysses_sequence_parallel_size", "use_torch_compile", "checkpoint",
                               "ppo_micro_batch_size", "use_remove_padding", "profiler", "use_fused_kernels"})
-_VERL_ROLLOUT_KEYS = frozenset({"mode", "tensor_model_parallel_size", "gpu_memory_utilization", "enforce_eager",
+VERL_ROLLOUT_KEYS = frozenset({"mode", "tensor_model_parallel_size", "gpu_memory_utilization", "enforce_eager",
                                 "free_cache_engine", "load_format", "max_num_batched_tokens", "max_model_len",
                                 "max_num_seqs", "enable_chunked_prefill", "enable_prefix_caching", "prompt_length",
                                 "dtype", "ignore_eos", "log_prob_micro_batch_size", "engine_kwargs", "limit_images",
                                 "disable_log_stats", "calculate_log_probs", "multi_turn", "agent", "layered_summon"})
-_VERL_MODEL_KEYS = frozenset({"use_remove_padding", "use_liger", "external_lib", "override_config", "lora_rank",
+VERL_MODEL_KEYS = frozenset({"use_remove_padding", "use_liger", "external_lib", "override_config", "lora_rank",
                               "lora_alpha", "target_modules", "use_shm", "use_fused_kernels", "custom_chat_template"})
 
 
@@ -51,10 +51,10 @@ class ActorRolloutRefWorker(Worker):
         self.role = role
         self.has_actor, self.has_rollout = role.startswith("actor"), "rollout" in role
         self.has_ref = role in ("ref", "actor_rollout_ref")
-        self.model_config = from_mapping(ModelConfig, config.get("model"), "actor_rollout_ref.model", _VERL_MODEL_KEYS)
-        self.actor_config = from_mapping(ActorConfig, config.get("actor"), "actor_rollout_ref.actor", _VERL_ACTOR_KEYS)
+        self.model_config = from_mapping(ModelConfig, config.get("model"), "actor_rollout_ref.model", VERL_MODEL_KEYS)
+        self.actor_config = from_mapping(ActorConfig, config.get("actor"), "actor_rollout_ref.actor", VERL_ACTOR_KEYS)
         self.rollout_config = from_mapping(RolloutConfig, config.get("rollout"), "actor_rollout_ref.rollout",
-                                           _VERL_ROLLOUT_KEYS)
+                                           VERL_ROLLOUT_KEYS)
         self.ref_micro_batch = int((config.get("ref") or {}).get("log_prob_micro_batch_size_per_gpu",
                                                                  self.rollout_config.log_prob_micro_batch_size_per_gpu))
         if self.rollout_config.name != "hf":
@@ -140,7 +140,7 @@ class CriticWorker(Worker):
 
     def __init__(self, config: dict):
         super().__init__()
-        self.config = from_mapping(CriticConfig, config, "critic", _VERL_ACTOR_KEYS | {"ppo_micro_batch_size",
+        self.config = from_mapping(CriticConfig, config, "critic", VERL_ACTOR_KEYS | {"ppo_micro_batch_size",
                                                                                      "forward_micro_batch_size_per_gpu",
                                                                                      "rollout_n"})
         self.rollout_n = int(config.get("rollout_n", 1))

@@ -5,20 +5,16 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
+from verlvl.utils.registry import Registry
+
 logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns on every call that we own the timeout
 
-SCORERS: dict[str, Callable] = {}
+SCORERS = Registry("built-in scorer", "data_source")
 
 
-def register_scorer(*data_sources: str):
+def register_scorer(*data_sources: str) -> Callable:
     """Register a compute_score(data_source, solution_str, ground_truth, extra_info=None) for sources."""
-
-    def decorator(fn):
-        for source in data_sources:
-            SCORERS[source] = fn
-        return fn
-
-    return decorator
+    return SCORERS.register(*data_sources)
 
 
 def default_compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs):

@@ -1,0 +1,27 @@
+"""Registry: named extension points users add to (estimators, losses, reward managers, scorers)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+
+class Registry(dict):
+    """A dict of name -> implementation with a decorator to add to it and a lookup whose error names
+    the config key and the known names."""
+
+    def __init__(self, what: str, config_key: str):
+        super().__init__()
+        self.what, self.config_key = what, config_key
+
+    def register(self, *names: str) -> Callable:
+        def decorator(obj):
+            for name in names:
+                self[name] = obj
+            return obj
+
+        return decorator
+
+    def lookup(self, name: str):
+        if name not in self:
+            raise ValueError(f"unknown {self.what} {name!r} ({self.config_key}); known: {sorted(self)}")
+        return self[name]
