@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable
@@ -10,6 +11,9 @@ from typing import Any, Callable
 from verlvl.protocol import DataProto, pad_dataproto_to_divisor, unpad_dataproto
 
 REGISTER_ATTR = "__verlvl_register__"
+# Seconds this process spent inside registered methods since the driver last asked (see
+# Worker._take_compute_seconds): the driver subtracts it from step time to see its own overhead.
+COMPUTE_SECONDS = [0.0]
 
 
 class Dispatch(str, Enum):
@@ -183,7 +187,11 @@ def register(dispatch_mode: Dispatch | DispatchMode = Dispatch.ALL_TO_ALL, block
     def decorator(func):
         @functools.wraps(func)
         def inner(*args, **kwargs):
-            return func(*args, **kwargs)
+            start = time.perf_counter()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                COMPUTE_SECONDS[0] += time.perf_counter() - start
 
         setattr(inner, REGISTER_ATTR, {"dispatch_mode": mode, "blocking": blocking})
         return inner

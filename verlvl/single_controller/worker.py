@@ -16,6 +16,7 @@ from verlvl.utils.device import get_dist_backend, is_cuda_available
 ENV_RENDEZVOUS = "VERLVL_RENDEZVOUS"  # name of the actor rank 0 publishes its master address to
 ENV_INIT_DIST = "VERLVL_INIT_DIST"  # "1": join torch.distributed in Worker.__init__
 ENV_DIST_TIMEOUT = "VERLVL_DIST_TIMEOUT_S"
+ENV_AUTO_THREADS = "VERLVL_AUTO_THREADS"  # "1": torch threads = the node's cores / workers on the node
 
 
 def pick_free_port() -> int:
@@ -49,8 +50,12 @@ class Worker:
         self._world_size = int(env.get("WORLD_SIZE", 1))
         self._local_rank = int(env.get("LOCAL_RANK", 0))
         self._dispatch_collect_info: dict[str, tuple[int, bool]] = {}
-        if env.get("OMP_NUM_THREADS"):
-            # Oversubscribed threads on a small CPU machine make every op many times slower.
+        if env.get(ENV_AUTO_THREADS) == "1":
+            # CPU workers share the node's cores evenly: one worker of two on a 2-core machine gets one
+            # thread (oversubscribed threads make every op many times slower), a lone worker gets both.
+            local = max(1, int(env.get("LOCAL_WORLD_SIZE", 1)))
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+        elif env.get("OMP_NUM_THREADS"):
             torch.set_num_threads(max(1, int(env["OMP_NUM_THREADS"])))
         if env.get(ENV_INIT_DIST) == "1" and not dist.is_initialized():
             self._init_distributed()
@@ -93,6 +98,13 @@ class Worker:
         ctx = ray.get_runtime_context()
         return {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(), "pid": os.getpid(),
                 "hostname": socket.gethostname()}
+
+    def _take_compute_seconds(self) -> float:
+        """Seconds spent in registered methods since the last call (and reset)."""
+        from verlvl.single_controller.decorator import COMPUTE_SECONDS
+
+        seconds, COMPUTE_SECONDS[0] = COMPUTE_SECONDS[0], 0.0
+        return seconds
 
     def _register_dispatch_collect_info(self, mesh_name: str, dp_rank: int, is_collect: bool) -> None:
         """Declare this worker's data-parallel rank in `mesh_name` and whether its output is returned

@@ -12,7 +12,8 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from verlvl.single_controller.decorator import DispatchMode, registered_methods
 from verlvl.single_controller.future import DataProtoFuture
 from verlvl.single_controller.resource_pool import RayResourcePool
-from verlvl.single_controller.worker import ENV_DIST_TIMEOUT, ENV_INIT_DIST, ENV_RENDEZVOUS, RendezvousStore
+from verlvl.single_controller.worker import (ENV_AUTO_THREADS, ENV_DIST_TIMEOUT, ENV_INIT_DIST, ENV_RENDEZVOUS,
+                                             RendezvousStore)
 
 # Every worker process gets these unless the caller overrides them. glibc's allocator otherwise hands
 # big training buffers back to the OS and page-faults them in again every step (measured: ~40% of a
@@ -71,7 +72,9 @@ class RayWorkerGroup:
         remote_cls = ray.remote(ray_cls_with_init.cls)
         group_id = f"{self.role}_{uuid.uuid4().hex[:8]}"
         store = RendezvousStore.options(name=f"{group_id}_rendezvous").remote() if init_distributed else None
-        base_env = {**DEFAULT_WORKER_ENV, "OMP_NUM_THREADS": str(max(1, int(pool.cpus_per_worker))), **env_vars,
+        threads = ({"OMP_NUM_THREADS": str(max(1, int(pool.cpus_per_worker)))} if pool.use_gpu
+                   else {ENV_AUTO_THREADS: "1"})
+        base_env = {**DEFAULT_WORKER_ENV, **threads, **env_vars,
                     "WORLD_SIZE": str(pool.world_size), ENV_INIT_DIST: "1" if init_distributed else "0",
                     ENV_DIST_TIMEOUT: str(dist_timeout_s)}
         master: dict[str, str] = {}
@@ -146,6 +149,11 @@ class RayWorkerGroup:
         """Call any worker method on every worker with the same arguments (no dispatch)."""
         refs = [getattr(w, self._method_prefix + method_name).remote(*args, **kwargs) for w in self._workers]
         return self._wait(refs, list(range(self.world_size)), method_name)
+
+    def take_compute_seconds(self) -> list[float]:
+        """Per worker: seconds spent computing in registered methods since the last call."""
+        return self._wait([w._take_compute_seconds.remote() for w in self._workers], list(range(self.world_size)),
+                          "_take_compute_seconds")
 
     def _wait(self, refs: list, worker_indices: list[int], method: str, timeout_s: float | None = None) -> list:
         """ray.get that reports the first failing worker at once, instead of waiting on the others

@@ -45,6 +45,7 @@ class PPOTrainer:
         while self.global_step < total:
             self.global_step += 1
             batch, timing = self.new_batch(next(stream)), {}
+            self.reset_compute_counters()  # validation and checkpoints between steps are not step time
             with self.timer("step", timing):
                 with self.timer("gen", timing):
                     batch = self.actor_rollout_wg.generate_sequences(batch)
@@ -73,6 +74,7 @@ class PPOTrainer:
                     with self.timer("update_actor", timing):
                         update_metrics.update(self.actor_rollout_wg.update_actor(batch).meta_info["metrics"])
             metrics = {"training/global_step": self.global_step, "training/epoch": self.train_loader.epoch,
+                       **self.overhead_metrics(timing),
                        **update_metrics, **kl_metrics, **reward.get("reward_metrics", {}),
                        **compute_data_metrics(batch, self.derived.use_critic, self.cfg["data"]["max_response_length"]),
                        **compute_timing_metrics(timing, batch), **compute_mismatch_metrics(batch),
@@ -171,6 +173,22 @@ class PPOTrainer:
             group = "val-core" if var in ("reward", "acc") else "val-aux"
             out[f"{group}/{source}/{var}/mean@{n}"] = float(np.nanmean(values))
         return out
+
+    def reset_compute_counters(self) -> None:
+        self.actor_rollout_wg.take_compute_seconds()
+        if self.critic_wg is not None and self.critic_wg.workers != self.actor_rollout_wg.workers:
+            self.critic_wg.take_compute_seconds()
+
+    def overhead_metrics(self, timing: dict) -> dict[str, float]:
+        """perf/controller_overhead_s: step time not spent computing in workers (the slowest rank),
+        scoring rewards or computing advantages, i.e. the cost of orchestration itself."""
+        worker_s = max(self.actor_rollout_wg.take_compute_seconds())  # fused roles share these processes
+        if self.critic_wg is not None and self.critic_wg.workers != self.actor_rollout_wg.workers:
+            worker_s += max(self.critic_wg.take_compute_seconds())
+        driver_s = timing.get("reward", 0.0) + timing.get("adv", 0.0)
+        overhead = max(0.0, timing["step"] - worker_s - driver_s)
+        return {"perf/worker_compute_s": worker_s, "perf/controller_overhead_s": overhead,
+                "perf/controller_overhead_frac": overhead / max(timing["step"], 1e-9)}
 
     # ------------------------------------------------------------------ helpers
     def total_steps(self) -> int:
