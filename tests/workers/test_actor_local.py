@@ -43,7 +43,9 @@ def test_dynamic_batching_gives_the_loss_of_fixed_micro_batches(tiny_vl, tiny_vl
     for key in ("actor/pg_loss", "actor/entropy", "actor/grad_norm"):
         assert m_dynamic[key] == pytest.approx(m_fixed[key], abs=1e-5), key
     a, b = fixed.model.state_dict(), dynamic.model.state_dict()
-    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+    # Adam's first step is about lr * sign(g): where |g| is near eps, float-level differences between
+    # the two groupings (different padding trimmed) move a weight by a few percent of lr (1e-3).
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 5e-5
 
 
 def test_frozen_vision_tower_does_not_change(tiny_vl, tiny_vl_path, batch):

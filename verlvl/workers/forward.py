@@ -73,12 +73,21 @@ class PixelCache:
         return {"pixel_values": torch.cat(pixels), "image_grid_thw": torch.cat(grids)}
 
 
+def first_token_column(attention_mask: torch.Tensor) -> int:
+    """Index of the first column holding a real token in any row: the columns before it are left
+    padding shared by the whole batch and can be dropped from the forward exactly."""
+    used = attention_mask.sum(0) > 0
+    return int(used.float().argmax()) if used.any() else 0
+
+
 def model_inputs(model, data: DataProto, pixels: PixelCache) -> tuple[dict, bool]:
-    """Keyword arguments for the HF forward, and whether the vision tower needs a dummy pass."""
-    position_ids = data.batch["position_ids"]
+    """Keyword arguments for the HF forward (shared left padding cut off), and whether the vision
+    tower needs a dummy pass."""
+    start = first_token_column(data.batch["attention_mask"])
+    position_ids = data.batch["position_ids"][..., start:]
     if position_ids.dim() == 3:  # (B, 3, L) in the batch; HF wants (3, B, L)
         position_ids = position_ids.transpose(0, 1)
-    kwargs = {"input_ids": data.batch["input_ids"], "attention_mask": data.batch["attention_mask"],
+    kwargs = {"input_ids": data.batch["input_ids"][:, start:], "attention_mask": data.batch["attention_mask"][:, start:],
               "position_ids": position_ids, "use_cache": False}
     kwargs.update(pixels.rows(data))
     needs_dummy = vision_tower(model) is not None and "pixel_values" not in kwargs

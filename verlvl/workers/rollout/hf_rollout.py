@@ -6,7 +6,7 @@ import torch
 
 from verlvl.protocol import DataProto
 from verlvl.workers.config import RolloutConfig
-from verlvl.workers.forward import PixelCache
+from verlvl.workers.forward import PixelCache, first_token_column
 from verlvl.workers.fsdp_utils import unsharded
 
 # Tokens a policy must never sample: the next forward would count them as image slots and fail
@@ -43,10 +43,11 @@ class HFRollout:
         data = prompts.repeat(params["n"], interleave=True) if params["n"] > 1 else prompts
         input_ids, attention_mask = data.batch["input_ids"], data.batch["attention_mask"]
         p, r = input_ids.shape[1], self.config.response_length
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        start = first_token_column(attention_mask)  # padding every row shares is not computed
+        kwargs = {"input_ids": input_ids[:, start:], "attention_mask": attention_mask[:, start:]}
         kwargs.update(PixelCache(self.processor).rows(data))
         if self.image_token_id is not None:
-            kwargs["mm_token_type_ids"] = (input_ids == self.image_token_id).int()
+            kwargs["mm_token_type_ids"] = (kwargs["input_ids"] == self.image_token_id).int()
         gen = dict(max_new_tokens=r, do_sample=params["do_sample"], eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
                    suppress_tokens=self.suppress or None, return_dict_in_generate=True, output_logits=True,
                    use_cache=True)
@@ -56,7 +57,7 @@ class HFRollout:
         self.model.eval()
         with unsharded(self.model):
             out = self.model.generate(**kwargs, **gen)
-        responses = out.sequences[:, p:]
+        responses = out.sequences[:, p - start:]
         logits = torch.stack(out.logits, dim=1).float()
         temperature = params["temperature"] if params["do_sample"] else 1.0
         if temperature != 1.0:
