@@ -1,0 +1,177 @@
+"""verlvl against TRL's GRPOTrainer on identical work, measured in one invocation.
+
+    python tests/bench/bench_vs_trl.py [--steps 12]      (needs the bench extra: pip install -e .[bench])
+
+Both sides train the same locally built Qwen2.5-VL (~11M parameters, head_dim 32) on the same parquet
+rows (the built-in shapes task) with the same prompts per step, samples per prompt, response length,
+learning rate, one policy epoch, no KL and no entropy term, and the same reward function, each with
+HF `generate` (vLLM does not run on this CPU machine, so HF is also each side's best rollout here).
+Prints a markdown table: median seconds per step (warm-up steps skipped) and their ratio, verlvl's
+phase breakdown, its controller overhead, the machine's measured fp32 matmul peak and the MFU of
+verlvl's training phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from verlvl.models.tiny import TinyVLConfig, build_tiny_qwen_vl  # noqa: E402
+
+BENCH_MODEL = TinyVLConfig(hidden_size=384, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=12,
+                           num_key_value_heads=4, vision_hidden_size=128, vision_heads=4, vision_depth=2,
+                           vision_intermediate_size=256, seed=0)
+PHASES = ("gen", "reward", "old_log_prob", "ref", "adv", "update_actor")
+
+
+def shapes_reward(prompts=None, completions=None, answer=None, **kwargs) -> list[float]:
+    """TRL's reward signature around the same scorer verlvl uses for this data."""
+    from verlvl.reward.scorers import default_compute_score
+
+    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+    return [default_compute_score("verlvl/shapes", t, a)["score"] for t, a in zip(texts, answer)]
+
+
+def matmul_peak_flops(n: int = 1536, repeats: int = 6) -> float:
+    """fp32 matmul FLOP/s of this machine, all cores."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def run_verlvl(model_path: str, data: dict, args, out: Path, workers: int) -> dict:
+    from tests.trainer.helpers import compose_config
+    from verlvl.main_ppo import run_ppo
+
+    cfg = compose_config(
+        f"actor_rollout_ref.model.path={model_path}", f"data.train_files={data['train']}", "data.val_files=null",
+        f"data.train_batch_size={args.prompts}", f"actor_rollout_ref.actor.ppo_mini_batch_size={args.prompts}",
+        f"actor_rollout_ref.rollout.n={args.n}", f"data.max_response_length={args.response_length}",
+        f"actor_rollout_ref.actor.optim.lr={args.lr}", "actor_rollout_ref.actor.entropy_coeff=0.0",
+        "actor_rollout_ref.actor.ppo_epochs=1", f"trainer.total_training_steps={args.steps}",
+        "trainer.val_before_train=false", "trainer.test_freq=-1", "trainer.save_final=false",
+        "trainer.logger=[jsonl]", f"trainer.default_local_dir={out}", f"trainer.n_gpus_per_node={workers}")
+    run_ppo(cfg)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["step"] > args.warmup]
+    med = lambda k: statistics.median(r.get(k, 0.0) for r in rows)  # noqa: E731
+    return {"step": med("timing_s/step"), "phases": {p: med(f"timing_s/{p}") for p in PHASES},
+            "overhead": med("perf/controller_overhead_s"), "tokens": med("perf/total_num_tokens"),
+            "score": rows[-1]["critic/score/mean"]}
+
+
+def run_trl(model_path: str, data: dict, args, out: Path) -> dict:
+    import datasets
+    import pyarrow.parquet as pq
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from verlvl.models.processor import load_processor
+    from verlvl.workers.rollout.hf_rollout import VISION_SPECIAL_TOKENS
+
+    import io
+
+    rows = pq.read_table(data["train"]).to_pylist()
+    records = {"prompt": [], "image": [], "answer": []}
+    for row in rows:
+        text = row["prompt"][0]["content"].replace("<image>", "")
+        records["prompt"].append([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}])
+        records["image"].append(Image.open(io.BytesIO(row["images"][0]["bytes"])).convert("RGB"))
+        records["answer"].append(row["reward_model"]["ground_truth"])
+    dataset = datasets.Dataset.from_dict(records)
+    processor = load_processor(model_path)
+    vocab = processor.tokenizer.get_vocab()
+
+    class StepTimes(TrainerCallback):
+        def __init__(self):
+            self.times, self.last = [], None
+
+        def on_step_begin(self, *a, **k):
+            self.last = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            self.times.append(time.perf_counter() - self.last)
+
+    timer = StepTimes()
+    config = GRPOConfig(
+        output_dir=str(out), use_cpu=True, bf16=False, learning_rate=args.lr, max_steps=args.steps,
+        per_device_train_batch_size=args.prompts * args.n, gradient_accumulation_steps=1,
+        num_generations=args.n, max_completion_length=args.response_length, num_iterations=1, beta=0.0,
+        temperature=1.0, logging_steps=1, save_strategy="no", report_to=[], remove_unused_columns=False,
+        generation_kwargs={"suppress_tokens": [vocab[t] for t in VISION_SPECIAL_TOKENS if t in vocab]},
+        dataloader_num_workers=0, seed=1)
+    model = AutoModelForImageTextToText.from_pretrained(model_path)
+    trainer = GRPOTrainer(model=model, reward_funcs=[shapes_reward], args=config, train_dataset=dataset,
+                          processing_class=processor, callbacks=[timer])
+    trainer.train()
+    return {"step": statistics.median(timer.times[args.warmup:])}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--response-length", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-5)
+    args = parser.parse_args(argv)
+
+    import torch
+    from verlvl.data.shapes_task import write
+
+    work = Path(tempfile.mkdtemp(prefix="verlvl_bench_"))
+    model_path = str(build_tiny_qwen_vl(work / "model", BENCH_MODEL))
+    from transformers import AutoModelForImageTextToText
+
+    n_params = sum(p.numel() for p in AutoModelForImageTextToText.from_pretrained(model_path).parameters())
+    data = write(str(work / "data"), num_train=256, num_test=8)
+    peak = matmul_peak_flops()
+    import ray
+
+    runs = {}
+    for workers in (1, 2):  # one worker with all cores, or two FSDP workers with one core each
+        runs[workers] = run_verlvl(model_path, data, args, work / f"verlvl_{workers}", workers)
+        ray.shutdown()
+    torch.set_num_threads(os.cpu_count() or 1)
+    trl = run_trl(model_path, data, args, work / "trl")
+
+    best = min(runs, key=lambda w: runs[w]["step"])
+    ours = runs[best]
+    update_s = ours["phases"]["update_actor"]
+    mfu = 6 * n_params * ours["tokens"] / max(update_s, 1e-9) / peak
+    print(f"\n## verlvl vs TRL GRPOTrainer ({n_params / 1e6:.1f}M-parameter Qwen2.5-VL, {args.prompts} prompts x "
+          f"{args.n} samples x {args.response_length} new tokens, {os.cpu_count()} CPU cores)\n")
+    print("| rollout | verlvl s/step | TRL s/step | verlvl / TRL |\n|---|---|---|---|")
+    for workers, run in runs.items():
+        label = "1 worker x all cores" if workers == 1 else f"{workers} FSDP workers"
+        print(f"| HF generate, both sides (verlvl: {label}) | {run['step']:.2f} | {trl['step']:.2f} | "
+              f"{run['step'] / trl['step']:.2f}x |")
+    print(f"| each side's best here (HF: no vLLM on this CPU) | {ours['step']:.2f} | {trl['step']:.2f} | "
+          f"{ours['step'] / trl['step']:.2f}x |")
+    print(f"\n| verlvl phase ({best} worker(s)) | median s | share of step |\n|---|---|---|")
+    for phase, seconds in ours["phases"].items():
+        print(f"| {phase} | {seconds:.3f} | {seconds / ours['step']:.0%} |")
+    print(f"| controller overhead | {ours['overhead']:.3f} | {ours['overhead'] / ours['step']:.0%} |")
+    print(f"\nmatmul peak (fp32, measured): {peak / 1e9:.1f} GFLOP/s; verlvl training-phase MFU: {mfu:.1%} "
+          f"(6 x params x {ours['tokens']:.0f} tokens / update_actor time)")
+
+
+if __name__ == "__main__":
+    main()
