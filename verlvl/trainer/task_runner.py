@@ -7,6 +7,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from verlvl.data.collate import collate_fn
 from verlvl.data.config import DataConfig
 from verlvl.data.loader import ResumableLoader
@@ -99,7 +101,7 @@ def run(cfg: dict, derived: Derived) -> RunResult:
         log.info("worker rank %d on node %s (pid %d)", w["rank"], w["node_ip"], w["pid"])
     run_dir = Path(trainer_cfg["default_local_dir"])
     tracker = Tracking(trainer_cfg.get("logger", ["console"]), trainer_cfg.get("project_name", "verlvl"),
-                       trainer_cfg.get("experiment_name", "run"), str(run_dir), config=cfg)
+                       trainer_cfg.get("experiment_name", "run"), str(run_dir), config=cfg, console=tqdm.write)
     print(f"[verlvl] metrics and checkpoints go to {run_dir.resolve()}; "
           f"plot them with: python -m verlvl.plot {run_dir}")
     trainer = PPOTrainer(cfg, derived, tokenizer, train_loader, val_loader, reward_fn, val_reward_fn,
