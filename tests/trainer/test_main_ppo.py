@@ -56,6 +56,12 @@ def test_resumed_run_logs_the_same_metrics_as_the_uninterrupted_one(ray_local, c
         keys = [k for k in a[step] if not k.startswith(TIMING)]
         assert keys and all(b[step][k] == pytest.approx(a[step][k], rel=1e-6, abs=1e-7) for k in keys), step
     assert a[4]["actor/grad_norm"] > 0  # the steps compared really trained
+    # resume_mode=resume_path starts a new run folder from a named checkpoint
+    other = cache / "from_path"
+    run_ppo(compose_config(*SHORT, "trainer.total_training_steps=3", "trainer.resume_mode=resume_path",
+                           f"trainer.resume_from_path={part / 'global_step_2'}", f"trainer.default_local_dir={other}"))
+    c = metrics_of(other)
+    assert sorted(c) == [3] and c[3]["actor/pg_loss"] == pytest.approx(a[3]["actor/pg_loss"], rel=1e-6, abs=1e-7)
 
 
 def test_hf_export_loads_with_its_generation_config(ray_local, cache):

@@ -28,7 +28,7 @@ from verlvl.workers.fsdp_workers import ActorRolloutRefWorker, CriticWorker
 log = logging.getLogger(__name__)
 
 
-def build_reward(cfg: dict, tokenizer, for_validation: bool = False):
+def build_reward(cfg: dict, tokenizer):
     """The reward manager; the reward function is loaded and checked here, before any model loads."""
     rm = cfg.get("reward_model") or {}
     name = rm.get("reward_manager", "naive")
@@ -80,7 +80,7 @@ class RunResult:
 def run(cfg: dict, derived: Derived) -> RunResult:
     trainer_cfg = cfg["trainer"]
     tokenizer, processor = load_tokenizer(derived.model_path), load_processor(derived.model_path)
-    reward_fn, val_reward_fn = build_reward(cfg, tokenizer), build_reward(cfg, tokenizer, for_validation=True)
+    reward_fn = build_reward(cfg, tokenizer)  # one scoring pool serves training and validation
     train_loader, val_loader = build_loaders(cfg, derived, tokenizer, processor)
     steps = trainer_cfg.get("total_training_steps")
     total = int(min(steps, trainer_cfg.get("total_epochs", 1) * len(train_loader)) if steps else
@@ -104,7 +104,7 @@ def run(cfg: dict, derived: Derived) -> RunResult:
                        trainer_cfg.get("experiment_name", "run"), str(run_dir), config=cfg, console=tqdm.write)
     print(f"[verlvl] metrics and checkpoints go to {run_dir.resolve()}; "
           f"plot them with: python -m verlvl.plot {run_dir}")
-    trainer = PPOTrainer(cfg, derived, tokenizer, train_loader, val_loader, reward_fn, val_reward_fn,
+    trainer = PPOTrainer(cfg, derived, tokenizer, train_loader, val_loader, reward_fn, reward_fn,
                          groups["actor_rollout"], groups.get("critic"), tracker, Checkpointer(cfg, run_dir))
     try:
         result = RunResult(trainer.fit(), workers, run_dir)
@@ -116,6 +116,5 @@ def run(cfg: dict, derived: Derived) -> RunResult:
     finally:
         tracker.close()
         reward_fn.close()
-        val_reward_fn.close()
         groups["actor_rollout"].shutdown()  # the fused roles share these actors
         pool.release()
