@@ -30,7 +30,8 @@ def fabricate_hub_copy(root: Path, drop_column: str | None = None) -> Path:
     (root / "data").mkdir(parents=True)
     for split, n in (("train", 5), ("validation", 2), ("test", 3)):
         rows = {"images": [[Image.new("RGB", (64 + 8 * i, 48), (10 * i, 100, 200))] for i in range(n)],
-                "problem": [f"<image>Find x. Round to the nearest tenth, if necessary. ({split} {i})" for i in range(n)],
+                "problem": [f"<image>Find x. Round to the nearest tenth, if necessary. ({split} {i})"
+                            for i in range(n)],
                 "answer": [str(3 + i) for i in range(n)]}
         data = datasets.Dataset.from_dict(rows, features=features)
         if drop_column:

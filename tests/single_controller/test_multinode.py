@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import ray
 
 from tests.single_controller.roles import EchoWorker
 from verlvl.single_controller import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup

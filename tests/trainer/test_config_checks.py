@@ -29,7 +29,8 @@ def test_default_config_is_the_cpu_run():
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["data.train_batch_size=6"], "data.train_batch_size=6 is not a multiple of actor_rollout_ref.actor.ppo_mini_batch"),
+    (["data.train_batch_size=6"],
+     "data.train_batch_size=6 is not a multiple of actor_rollout_ref.actor.ppo_mini_batch"),
     (["trainer.n_gpus_per_node=3"], "do not divide over 3 worker slots"),
     (["algorithm.adv_estimator=ppo2"], "algorithm.adv_estimator='ppo2': use one of"),
     (["actor_rollout_ref.rollout.name=sglang"], "actor_rollout_ref.rollout.name='sglang'"),

@@ -135,7 +135,8 @@ def build_model(config: TinyVLConfig, tokenizer):
 
         vision_config = dict(depth=config.vision_depth, embed_dim=config.vision_hidden_size,
                              num_heads=config.vision_heads,
-                             mlp_ratio=config.vision_intermediate_size // config.vision_hidden_size, hidden_size=config.hidden_size, patch_size=14,
+                             mlp_ratio=config.vision_intermediate_size // config.vision_hidden_size,
+                             hidden_size=config.hidden_size, patch_size=14,
                              spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
         hf_config = Qwen2VLConfig(text_config=text_config, vision_config=vision_config, **ids)
     else:

@@ -8,7 +8,7 @@ import inspect
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 # What a per-sample function can ask for beyond veRL's four arguments, by declaring the keyword.
 EXTRA_FIELDS = ("prompt", "images", "response_length", "response_ids", "uid", "max_response_length")

@@ -104,9 +104,9 @@ class RewardScorer:
         if result.status == "ok":
             if isinstance(result.value, (list, tuple)) and len(result.value) == n:
                 return [self._outcome(CallResult("ok", v)) for v in result.value]
+            got = len(result.value) if hasattr(result.value, "__len__") else "?"
             result = CallResult("error", error=f"the batch function returned {type(result.value).__name__} "
-                                               f"of length {len(result.value) if hasattr(result.value, '__len__') else '?'}"
-                                               f", expected a list of {n}")
+                                               f"of length {got}, expected a list of {n}")
         return [self._outcome(result) for _ in range(n)]
 
     def _outcome(self, result: CallResult) -> ScoreOutcome:

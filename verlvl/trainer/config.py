@@ -42,7 +42,8 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
     errors: list[str] = []
     data_cfg = _try(errors, lambda: DataConfig.from_mapping(cfg.get("data")))
     arr = cfg.get("actor_rollout_ref") or {}
-    actor = _try(errors, lambda: from_mapping(ActorConfig, arr.get("actor"), "actor_rollout_ref.actor", VERL_ACTOR_KEYS))
+    actor = _try(errors, lambda: from_mapping(ActorConfig, arr.get("actor"), "actor_rollout_ref.actor",
+                                              VERL_ACTOR_KEYS))
     rollout = _try(errors, lambda: from_mapping(RolloutConfig, arr.get("rollout"), "actor_rollout_ref.rollout",
                                                 VERL_ROLLOUT_KEYS))
     trainer, algo = cfg.get("trainer") or {}, cfg.get("algorithm") or {}
@@ -82,7 +83,8 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
                       f"actor_rollout_ref.rollout.name=hf")
     if actor:
         if actor.policy_loss not in POLICY_LOSSES:
-            errors.append(f"actor_rollout_ref.actor.policy_loss={actor.policy_loss!r}: use one of {sorted(POLICY_LOSSES)}")
+            errors.append(f"actor_rollout_ref.actor.policy_loss={actor.policy_loss!r}: use one of "
+                          f"{sorted(POLICY_LOSSES)}")
         if actor.loss_agg_mode not in LOSS_AGG_MODES:
             errors.append(f"actor_rollout_ref.actor.loss_agg_mode={actor.loss_agg_mode!r}: use one of {LOSS_AGG_MODES}")
         if actor.kl_loss_type not in KL_TYPES:

@@ -135,7 +135,8 @@ class PPOTrainer:
 
     def compute_advantage(self, batch: DataProto) -> None:
         name = self.algo.get("adv_estimator", "grpo")
-        kwargs = {"token_level_rewards": batch.batch["token_level_rewards"], "response_mask": batch.batch["response_mask"],
+        kwargs = {"token_level_rewards": batch.batch["token_level_rewards"],
+                  "response_mask": batch.batch["response_mask"],
                   "index": batch.non_tensor_batch["uid"], "gamma": self.algo.get("gamma", 1.0),
                   "lam": self.algo.get("lam", 1.0), "config": self.algo,
                   "norm_adv_by_std_in_grpo": self.algo.get("norm_adv_by_std_in_grpo", True)}

@@ -88,8 +88,8 @@ def run(cfg: dict, derived: Derived) -> RunResult:
     arr_cfg, critic_cfg = worker_configs(cfg, derived, total)
 
     pool = RayResourcePool([trainer_cfg["n_gpus_per_node"]] * trainer_cfg["nnodes"], use_gpu=derived.use_gpu)
-    roles = {"actor_rollout": RayClassWithInitArgs(ActorRolloutRefWorker, config=arr_cfg,
-                                                   role="actor_rollout_ref" if derived.use_reference else "actor_rollout")}
+    actor_role = "actor_rollout_ref" if derived.use_reference else "actor_rollout"
+    roles = {"actor_rollout": RayClassWithInitArgs(ActorRolloutRefWorker, config=arr_cfg, role=actor_role)}
     if derived.use_critic:
         roles["critic"] = RayClassWithInitArgs(CriticWorker, config=critic_cfg)
     groups = create_colocated_worker_groups(pool, roles) if len(roles) > 1 else {

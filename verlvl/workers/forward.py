@@ -87,8 +87,9 @@ def model_inputs(model, data: DataProto, pixels: PixelCache) -> tuple[dict, bool
     position_ids = data.batch["position_ids"][..., start:]
     if position_ids.dim() == 3:  # (B, 3, L) in the batch; HF wants (3, B, L)
         position_ids = position_ids.transpose(0, 1)
-    kwargs = {"input_ids": data.batch["input_ids"][:, start:], "attention_mask": data.batch["attention_mask"][:, start:],
-              "position_ids": position_ids, "use_cache": False}
+    kwargs = {"input_ids": data.batch["input_ids"][:, start:],
+              "attention_mask": data.batch["attention_mask"][:, start:], "position_ids": position_ids,
+              "use_cache": False}
     kwargs.update(pixels.rows(data))
     needs_dummy = vision_tower(model) is not None and "pixel_values" not in kwargs
     return kwargs, needs_dummy

@@ -68,7 +68,8 @@ class ActorRolloutRefWorker(Worker):
         self.tokenizer, self.processor = load_tokenizer(path), load_processor(path)
         self.actor = self.rollout = self.ref = None
         if self.has_actor or self.has_rollout:
-            model = load_model(path, self.model_config.enable_gradient_checkpointing, self.model_config.trust_remote_code)
+            model = load_model(path, self.model_config.enable_gradient_checkpointing,
+                               self.model_config.trust_remote_code)
             if self.actor_config.freeze_vision_tower:
                 log.info("froze %d vision-tower parameters", freeze_vision_tower(model))
             model = self._shard(model, self.actor_config.fsdp_config)
