@@ -216,7 +216,7 @@ class DataProto:
             raise ValueError(f"cannot union DataProtos of {len(self)} and {len(other)} rows")
         if other.batch is not None:
             if self.batch is None:
-                self.batch = other.batch.clone(False) if hasattr(other.batch, "clone") else other.batch
+                self.batch = other.batch.clone(False)  # shallow: adding keys here leaves `other` as it was
             else:
                 for key, value in other.batch.items():
                     if key in self.batch.keys() and not _values_equal(self.batch[key], value):

@@ -19,6 +19,13 @@ from verlvl.trainer.metrics import (compute_data_metrics, compute_mismatch_metri
 log = logging.getLogger(__name__)
 
 
+def total_training_steps(trainer_cfg: dict, batches_per_epoch: int) -> int:
+    """trainer.total_training_steps, capped by trainer.total_epochs passes over the data."""
+    by_epochs = trainer_cfg.get("total_epochs", 1) * batches_per_epoch
+    steps = trainer_cfg.get("total_training_steps")
+    return int(min(steps, by_epochs) if steps else by_epochs)
+
+
 class PPOTrainer:
     def __init__(self, cfg: dict, derived, tokenizer, train_loader, val_loader, reward_fn, val_reward_fn,
                  actor_rollout_wg, critic_wg=None, tracker=None, checkpointer=None):
@@ -193,9 +200,7 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ helpers
     def total_steps(self) -> int:
-        steps = self.trainer_cfg.get("total_training_steps")
-        by_epochs = self.trainer_cfg.get("total_epochs", 1) * len(self.train_loader)
-        return int(min(steps, by_epochs) if steps else by_epochs)
+        return total_training_steps(self.trainer_cfg, len(self.train_loader))
 
     def should(self, key: str) -> bool:
         freq = self.trainer_cfg.get(key, -1) or -1

@@ -21,7 +21,7 @@ from verlvl.single_controller import (RayClassWithInitArgs, RayResourcePool, Ray
 from verlvl.trainer import builtin
 from verlvl.trainer.checkpoint import Checkpointer
 from verlvl.trainer.config import Derived
-from verlvl.trainer.ppo_trainer import PPOTrainer
+from verlvl.trainer.ppo_trainer import PPOTrainer, total_training_steps
 from verlvl.utils.tracking import Tracking
 from verlvl.workers.fsdp_workers import ActorRolloutRefWorker, CriticWorker
 
@@ -82,10 +82,7 @@ def run(cfg: dict, derived: Derived) -> RunResult:
     tokenizer, processor = load_tokenizer(derived.model_path), load_processor(derived.model_path)
     reward_fn = build_reward(cfg, tokenizer)  # one scoring pool serves training and validation
     train_loader, val_loader = build_loaders(cfg, derived, tokenizer, processor)
-    steps = trainer_cfg.get("total_training_steps")
-    total = int(min(steps, trainer_cfg.get("total_epochs", 1) * len(train_loader)) if steps else
-                trainer_cfg.get("total_epochs", 1) * len(train_loader))
-    arr_cfg, critic_cfg = worker_configs(cfg, derived, total)
+    arr_cfg, critic_cfg = worker_configs(cfg, derived, total_training_steps(trainer_cfg, len(train_loader)))
 
     pool = RayResourcePool([trainer_cfg["n_gpus_per_node"]] * trainer_cfg["nnodes"], use_gpu=derived.use_gpu)
     actor_role = "actor_rollout_ref" if derived.use_reference else "actor_rollout"
