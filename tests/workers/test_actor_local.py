@@ -6,6 +6,7 @@ import torch
 from verlvl.workers.actor import PPOActor, build_optimizer
 from verlvl.workers.config import ActorConfig, OptimConfig, RolloutConfig
 from verlvl.workers.fsdp_utils import freeze_vision_tower, load_model, vision_tower
+from verlvl.workers.rollout.base import never_sampled_ids
 from verlvl.workers.rollout.hf_rollout import HFRollout
 
 
@@ -28,7 +29,8 @@ def make_actor(path, processor, **cfg):
     if config.freeze_vision_tower:
         freeze_vision_tower(model)
     optimizer, scheduler = build_optimizer(model, config.optim)
-    return PPOActor(model, config, processor, optimizer, scheduler)
+    return PPOActor(model, config, processor, optimizer, scheduler,
+                    never_sampled=never_sampled_ids(processor.tokenizer))
 
 
 def test_dynamic_batching_gives_the_loss_of_fixed_micro_batches(tiny_vl, tiny_vl_path, batch):
@@ -140,7 +142,7 @@ def test_text_only_model_trains_through_the_causal_lm_path(tmp_path, shapes_file
     model = load_model(str(path))
     assert type(model).__name__ == "Qwen2ForCausalLM"
     out = HFRollout(model, tokenizer, None, RolloutConfig(n=2, response_length=8)).generate_sequences(prompts)
-    actor = PPOActor(model, ActorConfig(), None)
+    actor = PPOActor(model, ActorConfig(), None, never_sampled=never_sampled_ids(tokenizer))
     log_probs, _ = actor.compute_log_prob(out, 4)
     mask = out.batch["response_mask"].bool()
     assert (log_probs - out.batch["rollout_log_probs"])[mask].abs().max() <= 1e-4

@@ -10,6 +10,7 @@ from verlvl.workers.actor import PPOActor, build_optimizer
 from verlvl.workers.config import ActorConfig, from_mapping
 from verlvl.workers.fsdp_utils import load_model
 from verlvl.workers.fsdp_workers import ActorRolloutRefWorker, CriticWorker
+from verlvl.workers.rollout.base import never_sampled_ids
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -53,7 +54,9 @@ def test_rollout_log_probs_equal_the_actors_and_one_update_equals_one_process(ra
         plain = load_model(str(tiny_vl_path))
         actor_cfg = from_mapping(ActorConfig, cfg, "actor")
         optimizer, scheduler = build_optimizer(plain, actor_cfg.optim)
-        reference = PPOActor(plain, actor_cfg, _processor(tiny_vl_path), optimizer, scheduler)
+        processor = _processor(tiny_vl_path)
+        reference = PPOActor(plain, actor_cfg, processor, optimizer, scheduler,
+                             never_sampled=never_sampled_ids(processor.tokenizer))
         expected = reference.update_policy(data, mini_batch_rows=8)
         state = plain.state_dict()
         worst = max((ranks[0][k] - state[k]).abs().max().item() for k in state)

@@ -49,8 +49,9 @@ def clip_gradients(model, max_norm: float) -> float:
 
 class PPOActor:
     def __init__(self, model, config: ActorConfig, processor=None, optimizer=None, scheduler=None,
-                 dp_size: int = 1):
+                 dp_size: int = 1, never_sampled: tuple[int, ...] = ()):
         self.model, self.config, self.processor = model, config, processor
+        self.never_sampled = never_sampled  # token ids no rollout samples: the policy gives them probability 0
         self.optimizer, self.scheduler, self.dp_size = optimizer, scheduler, dp_size
         self.policy_loss = get_policy_loss_fn(config.policy_loss)
 
@@ -61,7 +62,8 @@ class PPOActor:
         self.model.eval()
         pixels = PixelCache(self.processor)
         parts, restore = micro_batches(data, micro_size, use_dynamic_bsz, max_token_len)
-        outs = [response_log_probs(self.model, mb, pixels, temperature, calculate_entropy) for mb in parts]
+        outs = [response_log_probs(self.model, mb, pixels, temperature, calculate_entropy,
+                                   self.never_sampled) for mb in parts]
         log_probs = torch.cat([o[0] for o in outs])[restore]
         entropy = torch.cat([o[1] for o in outs])[restore] if calculate_entropy else None
         return log_probs, entropy
@@ -99,9 +101,11 @@ class PPOActor:
             mask = response_mask_of(mb).float()
             share = mask.sum().item() / max(1.0, counts[0].item()) * self.dp_size  # for token-weighted means
             log_prob, entropy = response_log_probs(self.model, mb, pixels, temperature,
-                                                   calculate_entropy=cfg.entropy_coeff != 0)
+                                                   cfg.entropy_coeff != 0, self.never_sampled)
+            rollout_log_probs = mb.batch["rollout_log_probs"] if "rollout_log_probs" in mb.batch.keys() else None
             pg_loss, clipfrac, ppo_kl, clipfrac_lower = self.policy_loss(
-                mb.batch["old_log_probs"], log_prob, mb.batch["advantages"], mask, cfg.loss_agg_mode, cfg, **agg)
+                mb.batch["old_log_probs"], log_prob, mb.batch["advantages"], mask, cfg.loss_agg_mode, cfg,
+                rollout_log_probs=rollout_log_probs, **agg)
             loss = pg_loss
             if cfg.entropy_coeff != 0:
                 entropy_term = agg_loss(entropy, mask, cfg.loss_agg_mode, **agg)

@@ -95,10 +95,18 @@ def model_inputs(model, data: DataProto, pixels: PixelCache) -> tuple[dict, bool
     return kwargs, needs_dummy
 
 
+def mask_never_sampled(logits: torch.Tensor, token_ids) -> torch.Tensor:
+    """Logits of tokens no rollout may sample (vision specials) at the lowest finite value: probability
+    0, and 0 x logit stays finite in the entropy. Renormalises the policy over the tokens it can sample."""
+    if not token_ids:
+        return logits
+    return logits.index_fill(-1, torch.as_tensor(token_ids, device=logits.device), torch.finfo(logits.dtype).min)
+
+
 def response_log_probs(model, data: DataProto, pixels: PixelCache, temperature: float = 1.0,
-                       calculate_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                       calculate_entropy: bool = False, never_sampled=()) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (and entropy) of the response tokens only: logits are made for the last R+1 positions,
-    never for the prompt."""
+    never for the prompt. Tokens in `never_sampled` get probability 0, as they do in every rollout."""
     responses = data.batch["responses"]
     r = responses.shape[-1]
     kwargs, needs_dummy = model_inputs(model, data, pixels)
@@ -106,7 +114,7 @@ def response_log_probs(model, data: DataProto, pixels: PixelCache, temperature: 
         logits = model(**kwargs, logits_to_keep=r + 1).logits[:, :-1]
     if temperature != 1.0:
         logits = logits / temperature
-    logits = logits.float()
+    logits = mask_never_sampled(logits.float(), never_sampled)
     log_z = torch.logsumexp(logits, dim=-1)
     log_probs = logits.gather(-1, responses.unsqueeze(-1)).squeeze(-1) - log_z
     entropy = None

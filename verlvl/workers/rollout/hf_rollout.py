@@ -6,34 +6,21 @@ import torch
 
 from verlvl.protocol import DataProto
 from verlvl.workers.config import RolloutConfig
-from verlvl.workers.forward import PixelCache, first_token_column
+from verlvl.workers.forward import PixelCache, first_token_column, mask_never_sampled
 from verlvl.workers.fsdp_utils import unsharded
-
-# Tokens a policy must never sample: the next forward would count them as image slots and fail
-# ("Image features and image tokens do not match"). A random model samples them readily.
-VISION_SPECIAL_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")
-
-
-def sampling_params(config: RolloutConfig, meta_info: dict) -> dict:
-    """n / temperature / top_p / top_k / do_sample: validation uses val_kwargs; meta_info overrides."""
-    source = config.val_kwargs if meta_info.get("validate") else config
-    params = {k: getattr(source, k) for k in ("n", "temperature", "top_p", "top_k", "do_sample")}
-    params.update({k: meta_info[k] for k in params if k in meta_info})
-    if params["temperature"] == 0:
-        params["do_sample"] = False
-    return params
+from verlvl.workers.rollout.base import build_rollout_batch, eos_ids_of, never_sampled_ids, sampling_params
 
 
 class HFRollout:
     def __init__(self, model, tokenizer, processor, config: RolloutConfig):
         self.model, self.tokenizer, self.processor, self.config = model, tokenizer, processor, config
-        generation_config = getattr(model, "generation_config", None)
-        eos = getattr(generation_config, "eos_token_id", None) or tokenizer.eos_token_id
-        self.eos_ids = sorted(set(eos if isinstance(eos, list) else [eos]))
+        self.eos_ids = eos_ids_of(getattr(model, "generation_config", None), tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
-        vocab = tokenizer.get_vocab()
-        self.suppress = [vocab[t] for t in VISION_SPECIAL_TOKENS if t in vocab]
+        self.suppress = list(never_sampled_ids(tokenizer))
         self.image_token_id = getattr(processor, "image_token_id", None) if processor is not None else None
+
+    def sync_weights(self, model) -> None:
+        """Nothing to do: generate runs on the actor's own weights."""
 
     @torch.no_grad()
     def generate_sequences(self, prompts: DataProto) -> DataProto:
@@ -62,26 +49,11 @@ class HFRollout:
         temperature = params["temperature"] if params["do_sample"] else 1.0
         if temperature != 1.0:
             logits = logits / temperature
+        logits = mask_never_sampled(logits, self.suppress)
         log_probs = logits.gather(-1, responses.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
         responses, response_mask, log_probs = self._pad_after_eos(responses, log_probs, r)
 
-        position_ids = data.batch["position_ids"]
-        delta = torch.arange(1, r + 1, dtype=position_ids.dtype)
-        if position_ids.dim() == 3:  # (B, 3, P): text after the prompt advances all three axes together
-            response_positions = position_ids[:, :, -1:] + delta.view(1, 1, -1)
-        else:
-            response_positions = position_ids[:, -1:] + delta.view(1, -1)
-        batch = {
-            "prompts": input_ids,
-            "responses": responses,
-            "input_ids": torch.cat([input_ids, responses], dim=1),
-            "attention_mask": torch.cat([attention_mask, response_mask], dim=1),
-            "position_ids": torch.cat([position_ids, response_positions], dim=-1),
-            "response_mask": response_mask,
-            "rollout_log_probs": log_probs,
-        }
-        result = DataProto.from_dict(batch, dict(data.non_tensor_batch), dict(data.meta_info))
-        return result
+        return build_rollout_batch(data, responses, response_mask, log_probs)
 
     def _pad_after_eos(self, responses: torch.Tensor, log_probs: torch.Tensor, r: int):
         """Mask = 1 up to and including the first EOS; pad everything after it and up to length r."""
