@@ -13,9 +13,9 @@ from verlvl.trainer.core_algos import LOSS_AGG_MODES, POLICY_LOSSES
 from verlvl.utils.device import is_cuda_available
 from verlvl.workers.config import ActorConfig, CriticConfig, RolloutConfig, from_mapping
 from verlvl.workers.fsdp_workers import VERL_ACTOR_KEYS, VERL_ROLLOUT_KEYS
+from verlvl.workers.rollout import ROLLOUT_ENGINES
+from verlvl.workers.rollout.vllm_version import check_vllm_version
 
-ROLLOUT_ENGINES = ("hf", "vllm")
-AVAILABLE_ROLLOUT_ENGINES = ("hf",)
 KL_TYPES = ("kl", "abs", "mse", "low_var_kl", "k1", "k2", "k3")
 
 
@@ -77,10 +77,12 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
             errors.append(f"data.train_batch_size x rollout.n = {data_cfg.train_batch_size * n} responses is fewer "
                           f"than the {world} worker slots")
     if rollout and rollout.name not in ROLLOUT_ENGINES:
-        errors.append(f"actor_rollout_ref.rollout.name={rollout.name!r}: use one of {ROLLOUT_ENGINES}")
-    elif rollout and rollout.name not in AVAILABLE_ROLLOUT_ENGINES:
-        errors.append(f"actor_rollout_ref.rollout.name={rollout.name!r} is not in this build yet; use "
-                      f"actor_rollout_ref.rollout.name=hf")
+        errors.append(f"actor_rollout_ref.rollout.name={rollout.name!r}: use one of {sorted(ROLLOUT_ENGINES)}")
+    elif rollout and rollout.name == "vllm":
+        try:
+            check_vllm_version()
+        except (ImportError, RuntimeError) as e:
+            errors.append(str(e))
     if actor:
         if actor.policy_loss not in POLICY_LOSSES:
             errors.append(f"actor_rollout_ref.actor.policy_loss={actor.policy_loss!r}: use one of "
@@ -123,7 +125,10 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
     critic_enable = critic_cfg.get("enable")
     use_critic = (estimator == "gae") if critic_enable is None else bool(critic_enable)
     use_reference = bool(actor.use_kl_loss or algo.get("use_kl_in_reward", False))
-    on_policy = actor.ppo_epochs == 1 and actor.ppo_mini_batch_size == data_cfg.train_batch_size
+    # One update per batch: the old log-probs are the rollout's own, unless the engine computes them with
+    # other kernels (vLLM), whose small differences must not leak into the ratio.
+    on_policy = (actor.ppo_epochs == 1 and actor.ppo_mini_batch_size == data_cfg.train_batch_size
+                 and rollout.name == "hf")
     resolve = builtin.resolve if resolve_builtins else (lambda p: p)
     return Derived(world, use_gpu, use_critic, use_reference, resolve(model_path),
                    tuple(resolve(f) for f in train_files), tuple(resolve(f) for f in val_files), on_policy)

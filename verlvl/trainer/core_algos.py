@@ -48,6 +48,16 @@ def agg_loss(loss_mat: torch.Tensor, loss_mask: torch.Tensor, loss_agg_mode: str
     return per_seq.sum() / seq_denom * dp_size
 
 
+def truncated_is_weight(old_log_prob, rollout_log_probs, config) -> torch.Tensor | float:
+    """Truncated importance sampling (TIS): min(pi_old / pi_rollout, cap) per token, which corrects for
+    the rollout engine sampling from slightly different probabilities than the trainer computes
+    (actor.tis_imp_ratio_cap > 0 turns it on; 1.0 when off or without rollout log-probs)."""
+    cap = _cfg(config, "tis_imp_ratio_cap", -1.0)
+    if cap <= 0 or rollout_log_probs is None:
+        return 1.0
+    return torch.exp(torch.clamp(old_log_prob - rollout_log_probs, -20.0, 20.0)).clamp(max=cap).detach()
+
+
 @register_policy_loss("vanilla")
 def compute_policy_loss_vanilla(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean",
                                 config=None, rollout_log_probs=None, **agg_kwargs):
@@ -66,6 +76,7 @@ def compute_policy_loss_vanilla(old_log_prob, log_prob, advantages, response_mas
     dual = torch.min(losses3, clipped)
     pg_clipfrac_lower = masked_mean(torch.gt(clipped, losses3).float() * (advantages < 0).float(), response_mask)
     pg_losses = torch.where(advantages < 0, dual, clipped)
+    pg_losses = pg_losses * truncated_is_weight(old_log_prob, rollout_log_probs, config)
     pg_loss = agg_loss(pg_losses, response_mask, loss_agg_mode, **agg_kwargs)
     return pg_loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower
 
@@ -134,7 +145,7 @@ def compute_policy_loss_cispo(old_log_prob, log_prob, advantages, response_mask,
     clip_high = _cfg(config, "clip_ratio_high", _cfg(config, "clip_ratio", 0.2))
     ratio = torch.exp(torch.clamp(log_prob - old_log_prob, -20.0, 20.0))
     weight = torch.clamp(ratio, 1 - clip_low, 1 + clip_high).detach()
-    pg_losses = -advantages * weight * log_prob
+    pg_losses = -advantages * weight * log_prob * truncated_is_weight(old_log_prob, rollout_log_probs, config)
     pg_clipfrac = masked_mean((ratio != torch.clamp(ratio, 1 - clip_low, 1 + clip_high)).float(), response_mask)
     pg_loss = agg_loss(pg_losses, response_mask, loss_agg_mode, **agg_kwargs)
     return pg_loss, pg_clipfrac, masked_mean(-(log_prob - old_log_prob), response_mask), torch.tensor(0.0)

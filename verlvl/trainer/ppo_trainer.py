@@ -40,7 +40,8 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ the algorithm
     def fit(self) -> dict:
-        """generate -> reward -> old log-prob -> ref -> values -> advantages -> critic, actor updates."""
+        """generate -> reward -> old log-prob -> ref -> values -> advantages -> critic, actor updates -> sync
+        the new weights to the rollout engine."""
         if self.checkpointer is not None:
             self.global_step = self.checkpointer.resume(self)
         total = self.total_steps()
@@ -80,6 +81,8 @@ class PPOTrainer:
                 if self.global_step > self.trainer_cfg.get("critic_warmup", 0):
                     with self.timer("update_actor", timing):
                         update_metrics.update(self.actor_rollout_wg.update_actor(batch).meta_info["metrics"])
+                    with self.timer("weight_sync", timing):
+                        self.actor_rollout_wg.sync_rollout_weights()
             metrics = {"training/global_step": self.global_step, "training/epoch": self.train_loader.epoch,
                        **self.overhead_metrics(timing),
                        **update_metrics, **kl_metrics, **reward.get("reward_metrics", {}),

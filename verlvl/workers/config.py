@@ -62,6 +62,7 @@ class ActorConfig:
     clip_ratio_c: float = 3.0
     loss_agg_mode: str = "token-mean"
     policy_loss: str = "vanilla"
+    tis_imp_ratio_cap: float = -1.0  # > 0: truncated importance sampling against the rollout's log-probs
     entropy_coeff: float = 0.0
     use_kl_loss: bool = False
     kl_loss_coef: float = 0.001
@@ -77,6 +78,7 @@ class ModelConfig:
     path: str = ""
     enable_gradient_checkpointing: bool = False
     trust_remote_code: bool = False
+    attn_implementation: str | None = None  # None: transformers' default (sdpa); or flash_attention_2
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,28 @@ class RolloutConfig:
     log_prob_use_dynamic_bsz: bool = False
     log_prob_max_token_len_per_gpu: int = 16384
     val_kwargs: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=1, temperature=0.0, do_sample=False))
+    # the vllm engine (ignored by hf)
+    prompt_length: int = 512  # with response_length, the engine's max_model_len unless that is set
+    max_model_len: int | None = None
+    tensor_model_parallel_size: int = 1  # GPUs per engine; the actor's ranks form groups of this size
+    dtype: str = "auto"  # auto: the actor's compute dtype (bf16 with mixed precision on CUDA, else fp32)
+    gpu_memory_utilization: float = 0.5  # fraction of GPU memory for weights + KV cache
+    cpu_kv_cache_gb: float = 0.25  # CPU only: KV cache size (vLLM's CPU backend has no utilisation knob)
+    max_num_batched_tokens: int = 8192
+    max_num_seqs: int = 1024
+    enable_prefix_caching: bool = True
+    enable_chunked_prefill: bool = True
+    enforce_eager: bool = True  # no CUDA graphs: slower decoding, faster start and less memory
+    free_cache_engine: bool = True  # CUDA: sleep (weights to CPU, KV cache freed) between generations
+    load_format: str = "auto"  # the checkpoint; "dummy" (random) leaves vLLM-only parameters random
+    limit_images: int | None = None  # images per prompt vLLM reserves room for (None: vLLM's default)
+    update_weights_bucket_megabytes: int = 512  # weight sync gathers at most this much at once
+    seed: int = 0  # the engine's sampling seed; the worker sets trainer.seed
+    engine_kwargs: dict = field(default_factory=dict)  # engine_kwargs.vllm.*: passed to vllm.LLM as is
+
+    def __post_init__(self):
+        if self.tensor_model_parallel_size < 1:
+            raise ValueError("actor_rollout_ref.rollout.tensor_model_parallel_size must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,16 @@ def is_vision_language(path: str) -> bool:
     return (model_type_of(path) or "") in VL_MODEL_TYPES or "vl" in (model_type_of(path) or "")
 
 
-def load_model(path: str, gradient_checkpointing: bool = False, trust_remote_code: bool = False) -> nn.Module:
+def load_model(path: str, gradient_checkpointing: bool = False, trust_remote_code: bool = False,
+               attn_implementation: str | None = None) -> nn.Module:
     """A VLM through AutoModelForImageTextToText, a text model through AutoModelForCausalLM, in fp32
-    (FSDP2's mixed precision casts for compute on GPU)."""
+    (FSDP2's mixed precision casts for compute on GPU). attn_implementation: None is transformers'
+    default (sdpa); flash_attention_2 needs flash-attn (the GPU image has it)."""
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     cls = AutoModelForImageTextToText if is_vision_language(path) else AutoModelForCausalLM
-    model = cls.from_pretrained(path, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = cls.from_pretrained(path, dtype=torch.float32, trust_remote_code=trust_remote_code, **extra)
     model.config.use_cache = False
     if gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import torch
@@ -16,18 +17,17 @@ from verlvl.workers.config import ActorConfig, CriticConfig, ModelConfig, Rollou
 from verlvl.workers.critic import PPOCritic, ValueModel
 from verlvl.workers.fsdp_utils import (apply_fsdp2, freeze_vision_tower, full_state_dict, install_dummy_vision_pass,
                                        load_model)
-from verlvl.workers.rollout.hf_rollout import HFRollout
+from verlvl.utils.device import is_cuda_available
+from verlvl.workers.rollout import ROLLOUT_ENGINES
+from verlvl.workers.rollout.base import never_sampled_ids
 
 log = logging.getLogger(__name__)
 ROLES = ("actor", "rollout", "ref", "actor_rollout", "actor_rollout_ref")
 # veRL keys accepted for compatibility that change nothing here.
 VERL_ACTOR_KEYS = frozenset({"strategy", "ulysses_sequence_parallel_size", "use_torch_compile", "checkpoint",
                               "ppo_micro_batch_size", "use_remove_padding", "profiler", "use_fused_kernels"})
-VERL_ROLLOUT_KEYS = frozenset({"mode", "tensor_model_parallel_size", "gpu_memory_utilization", "enforce_eager",
-                                "free_cache_engine", "load_format", "max_num_batched_tokens", "max_model_len",
-                                "max_num_seqs", "enable_chunked_prefill", "enable_prefix_caching", "prompt_length",
-                                "dtype", "ignore_eos", "log_prob_micro_batch_size", "engine_kwargs", "limit_images",
-                                "disable_log_stats", "calculate_log_probs", "multi_turn", "agent", "layered_summon"})
+VERL_ROLLOUT_KEYS = frozenset({"mode", "ignore_eos", "log_prob_micro_batch_size", "disable_log_stats",
+                                "calculate_log_probs", "multi_turn", "agent", "layered_summon"})
 VERL_MODEL_KEYS = frozenset({"use_remove_padding", "use_liger", "external_lib", "override_config", "lora_rank",
                               "lora_alpha", "target_modules", "use_shm", "use_fused_kernels", "custom_chat_template"})
 
@@ -41,8 +41,9 @@ def _dp_size() -> int:
 
 
 class ActorRolloutRefWorker(Worker):
-    """Holds the actor (FSDP2 + AdamW), the hf rollout on the actor's own weights, and/or the reference
-    model, as `role` says. Config: the actor_rollout_ref section (model, actor, rollout, ref)."""
+    """Holds the actor (FSDP2 + AdamW), its rollout engine (hf on the actor's own weights, or vllm fed
+    them after each update), and/or the reference model, as `role` says. Config: the actor_rollout_ref
+    section (model, actor, rollout, ref)."""
 
     def __init__(self, config: dict, role: str = "actor_rollout_ref"):
         super().__init__()
@@ -57,9 +58,8 @@ class ActorRolloutRefWorker(Worker):
                                            VERL_ROLLOUT_KEYS)
         self.ref_micro_batch = int((config.get("ref") or {}).get("log_prob_micro_batch_size_per_gpu",
                                                                  self.rollout_config.log_prob_micro_batch_size_per_gpu))
-        if self.rollout_config.name != "hf":
-            raise ValueError(f"actor_rollout_ref.rollout.name={self.rollout_config.name!r}: this build has the 'hf' "
-                             "rollout")
+        self.build_rollout = ROLLOUT_ENGINES.lookup(self.rollout_config.name)
+        self.rollout_config = dataclasses.replace(self.rollout_config, seed=int(config.get("seed", 0)))
         torch.manual_seed(int(config.get("seed", 0)) + self.rank)  # ranks sample differently
 
     @register(Dispatch.ONE_TO_ALL)
@@ -69,21 +69,30 @@ class ActorRolloutRefWorker(Worker):
         self.actor = self.rollout = self.ref = None
         if self.has_actor or self.has_rollout:
             model = load_model(path, self.model_config.enable_gradient_checkpointing,
-                               self.model_config.trust_remote_code)
+                               self.model_config.trust_remote_code, self.model_config.attn_implementation)
             if self.actor_config.freeze_vision_tower:
                 log.info("froze %d vision-tower parameters", freeze_vision_tower(model))
             model = self._shard(model, self.actor_config.fsdp_config)
             optimizer = scheduler = None
             if self.has_actor:
                 optimizer, scheduler = build_optimizer(model, self.actor_config.optim)
-            self.actor = PPOActor(model, self.actor_config, self.processor, optimizer, scheduler, _dp_size())
+            never_sampled = never_sampled_ids(self.tokenizer)
+            self.actor = PPOActor(model, self.actor_config, self.processor, optimizer, scheduler, _dp_size(),
+                                  never_sampled)
             if self.has_rollout:
-                self.rollout = HFRollout(model, self.tokenizer, self.processor, self.rollout_config)
+                self.rollout = self.build_rollout(model, path, self.tokenizer, self.processor, self.rollout_config,
+                                                  self._compute_dtype())
+                self.rollout.sync_weights(model)
         if self.has_ref:
-            ref_model = load_model(path, trust_remote_code=self.model_config.trust_remote_code)
+            ref_model = load_model(path, trust_remote_code=self.model_config.trust_remote_code,
+                                   attn_implementation=self.model_config.attn_implementation)
             ref_model.requires_grad_(False)
             self.ref = PPOActor(self._shard(ref_model, self.actor_config.fsdp_config), self.actor_config,
-                                self.processor, dp_size=_dp_size())
+                                self.processor, dp_size=_dp_size(), never_sampled=never_sampled_ids(self.tokenizer))
+
+    def _compute_dtype(self) -> torch.dtype:
+        mixed = self.actor_config.fsdp_config.mixed_precision and is_cuda_available() and dist.is_initialized()
+        return torch.bfloat16 if mixed else torch.float32
 
     def _shard(self, model, fsdp_config):
         if dist.is_initialized():
@@ -95,6 +104,11 @@ class ActorRolloutRefWorker(Worker):
     @register(Dispatch.DP_COMPUTE_PROTO)
     def generate_sequences(self, prompts: DataProto) -> DataProto:
         return self.rollout.generate_sequences(prompts)
+
+    @register(Dispatch.ONE_TO_ALL)
+    def sync_rollout_weights(self) -> None:
+        """Give the rollout engine the actor's current weights (a no-op for hf, which shares them)."""
+        self.rollout.sync_weights(self.actor.model)
 
     def _log_probs(self, actor: PPOActor, data: DataProto, micro: int, entropy: bool):
         cfg = self.rollout_config
@@ -129,6 +143,8 @@ class ActorRolloutRefWorker(Worker):
     @register(Dispatch.ONE_TO_ALL)
     def load_checkpoint(self, path: str) -> None:
         load_sharded(path, self.actor.model, self.actor.optimizer, self.actor.scheduler)
+        if self.rollout is not None:
+            self.rollout.sync_weights(self.actor.model)
 
     @register(Dispatch.ONE_TO_ALL)
     def get_full_state_dict(self, which: str = "actor") -> dict:

@@ -1,0 +1,167 @@
+"""The vllm rollout: a vLLM engine inside each actor process, given the actor's weights after every update.
+
+Prompts go in as the engine view (token ids with one placeholder per image, plus the resized images);
+what comes out has the hf rollout's layout (rollout/base.py). On CUDA the engine sleeps between
+generations (weights to CPU, KV cache freed) so the actor can train in the same memory; vLLM's CPU
+backend has no sleep mode, so there those steps are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import torch
+import torch.distributed as dist
+
+from verlvl.protocol import DataProto
+from verlvl.utils.device import is_cuda_available
+from verlvl.workers.config import RolloutConfig
+from verlvl.workers.rollout.base import build_rollout_batch, eos_ids_of, never_sampled_ids, sampling_params
+from verlvl.workers.rollout.vllm_version import check_vllm_version
+from verlvl.workers.rollout.weight_sync import full_weights
+
+log = logging.getLogger(__name__)
+SUPPRESS_BIAS = -100.0  # vLLM clamps logit_bias to [-100, 100]: e^-100 is 0 in every log-prob we compare
+
+
+def engine_kwargs(config: RolloutConfig, model_path: str, actor_dtype: torch.dtype, on_cuda: bool,
+                  world_size: int = 1) -> dict:
+    """Keyword arguments for vllm.LLM from the rollout config (engine_kwargs.vllm.* win)."""
+    dtype = config.dtype if config.dtype != "auto" else str(actor_dtype).removeprefix("torch.")
+    kwargs = dict(
+        model=model_path, dtype=dtype, seed=config.seed, load_format=config.load_format,
+        tensor_parallel_size=config.tensor_model_parallel_size,
+        max_model_len=config.max_model_len or config.prompt_length + config.response_length,
+        max_num_batched_tokens=config.max_num_batched_tokens, max_num_seqs=config.max_num_seqs,
+        enable_prefix_caching=config.enable_prefix_caching, enable_chunked_prefill=config.enable_chunked_prefill,
+        enforce_eager=config.enforce_eager, logprobs_mode="processed_logprobs",  # after temperature / top-p
+        disable_log_stats=True,
+    )
+    if config.limit_images is not None:
+        kwargs["limit_mm_per_prompt"] = {"image": config.limit_images}
+    if world_size > 1:  # every actor rank runs an engine on the process group that already exists
+        if world_size % config.tensor_model_parallel_size:
+            raise ValueError(f"actor_rollout_ref.rollout.tensor_model_parallel_size="
+                             f"{config.tensor_model_parallel_size} does not divide the {world_size} actor workers")
+        kwargs.update(distributed_executor_backend="external_launcher",
+                      data_parallel_size=world_size // config.tensor_model_parallel_size)
+    if on_cuda:
+        kwargs.update(gpu_memory_utilization=config.gpu_memory_utilization,
+                      enable_sleep_mode=config.free_cache_engine)
+    else:
+        kwargs["kv_cache_memory_bytes"] = int(config.cpu_kv_cache_gb * (1 << 30))
+    kwargs.update((config.engine_kwargs or {}).get("vllm") or {})
+    return kwargs
+
+
+class VLLMRollout:
+    def __init__(self, model_path: str, tokenizer, processor, config: RolloutConfig, actor_dtype: torch.dtype,
+                 generation_config=None):
+        check_vllm_version()
+        # The engine runs in this process: the weight iterator of a sync is handed to it by reference.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # our workers set their own threads
+        from vllm import LLM
+
+        self.config, self.tokenizer, self.processor = config, tokenizer, processor
+        self.on_cuda = is_cuda_available()
+        self.eos_ids = eos_ids_of(generation_config, tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self.logit_bias = {i: SUPPRESS_BIAS for i in never_sampled_ids(tokenizer)}
+        self.dtype = actor_dtype if config.dtype == "auto" else getattr(torch, config.dtype)
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        threads = torch.get_num_threads()
+        started = time.perf_counter()
+        with _local_rank_zero(self.on_cuda):
+            self.engine = LLM(**engine_kwargs(config, model_path, actor_dtype, self.on_cuda, world))
+        torch.set_num_threads(threads)  # vLLM lowers torch's threads "for serving"; the actor needs them back
+        self.sleeping = False
+        self.sleep()
+        log.info("vLLM engine ready in %.1f s", time.perf_counter() - started)
+
+    # ------------------------------------------------------------------ memory (CUDA only)
+    def sleep(self) -> None:
+        """Between generations: weights to CPU and the KV cache freed, so the actor can use the memory."""
+        if self.on_cuda and self.config.free_cache_engine and not self.sleeping:
+            self.engine.sleep(level=1)
+            self.sleeping = True
+
+    def _wake(self, tags: list[str] | None = None) -> None:
+        if self.sleeping:
+            self.sleeping = not self.engine.wake_up(tags)
+
+    # ------------------------------------------------------------------ weights
+    @torch.no_grad()
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        """Load the actor's current weights, streamed in buckets of update_weights_bucket_megabytes, and
+        forget everything computed with the old ones (prefix and encoder caches)."""
+        self._wake(["weights"])
+        device = torch.device("cuda", torch.cuda.current_device()) if self.on_cuda else None
+        weights = full_weights(model, self.config.update_weights_bucket_megabytes << 20, self.dtype, device)
+        self.engine.collective_rpc("reload_weights", kwargs={"weights_iterator": weights,
+                                                             "is_checkpoint_format": True})
+        self.engine.reset_prefix_cache()
+        # the scheduler's and the runner's encoder caches: else an image embedding outlives its weights
+        self.engine.llm_engine.reset_encoder_cache()
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate_sequences(self, prompts: DataProto) -> DataProto:
+        """`n` responses per prompt (rows repeated, interleaved) in the hf rollout's layout."""
+        from vllm import SamplingParams
+
+        params = sampling_params(self.config, prompts.meta_info)
+        n, r = params["n"], self.config.response_length
+        sampling = SamplingParams(
+            n=n, max_tokens=r, temperature=params["temperature"] if params["do_sample"] else 0.0,
+            top_p=params["top_p"], top_k=params["top_k"] if params["top_k"] and params["top_k"] > 0 else 0,
+            logprobs=0, stop_token_ids=self.eos_ids, logit_bias=self.logit_bias or None, detokenize=False)
+        self._wake()
+        try:
+            outputs = self.engine.generate(self.engine_inputs(prompts), sampling, use_tqdm=False)
+        finally:
+            self.sleep()
+        samples = [o for request in outputs for o in request.outputs]  # prompt-major: matches repeat(interleave)
+        responses = torch.full((len(samples), r), self.pad_id, dtype=torch.long)
+        response_mask = torch.zeros(len(samples), r, dtype=torch.long)
+        log_probs = torch.zeros(len(samples), r)
+        for row, sample in enumerate(samples):
+            ids = list(sample.token_ids)[:r]
+            responses[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+            response_mask[row, :len(ids)] = 1
+            log_probs[row, :len(ids)] = torch.tensor([lp[t].logprob for t, lp in zip(ids, sample.logprobs)])
+        data = prompts.repeat(n, interleave=True) if n > 1 else prompts
+        return build_rollout_batch(data, responses, response_mask, log_probs)
+
+    @staticmethod
+    def engine_inputs(prompts: DataProto) -> list[dict]:
+        """The engine view of each prompt: ids with one placeholder per image, and the images."""
+        ids = prompts.non_tensor_batch["raw_prompt_ids"]
+        media = prompts.non_tensor_batch.get("multi_modal_data")
+        inputs = []
+        for i in range(len(ids)):
+            item = {"prompt_token_ids": [int(t) for t in ids[i]]}
+            images = (media[i] or {}).get("image") if media is not None else None
+            if images:
+                item["multi_modal_data"] = {"image": list(images)}
+            inputs.append(item)
+        return inputs
+
+
+class _local_rank_zero:
+    """On CUDA, Ray shows each worker only its own GPU, as cuda:0; vLLM's external launcher would pick
+    cuda:LOCAL_RANK. Present LOCAL_RANK=0 while the engine is built."""
+
+    def __init__(self, on_cuda: bool):
+        self.on_cuda, self.saved = on_cuda, None
+
+    def __enter__(self):
+        if self.on_cuda and torch.cuda.device_count() == 1:
+            self.saved = os.environ.get("LOCAL_RANK")
+            os.environ["LOCAL_RANK"] = "0"
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            os.environ["LOCAL_RANK"] = self.saved
