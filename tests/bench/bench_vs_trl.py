@@ -1,11 +1,13 @@
 """verlvl against TRL's GRPOTrainer on identical work, measured in one invocation.
 
     python tests/bench/bench_vs_trl.py [--steps 12]      (needs the bench extra: pip install -e .[bench])
+    .venv-vllm/bin/python tests/bench/bench_vs_trl.py     (adds the vLLM rows: see README, Performance)
 
 Both sides train the same locally built Qwen2.5-VL (~11M parameters, head_dim 32) on the same parquet
 rows (the built-in shapes task) with the same prompts per step, samples per prompt, response length,
-learning rate, one policy epoch, no KL and no entropy term, and the same reward function, each with
-HF `generate` (vLLM does not run on this CPU machine, so HF is also each side's best rollout here).
+learning rate, one policy epoch, no KL and no entropy term, and the same reward function. Rows: HF
+`generate` on both sides, then each side's best rollout that runs here (vLLM where it is installed
+and runs: verlvl's vllm rollout, TRL's colocated vLLM; a side whose vLLM fails says why and keeps HF).
 Prints a markdown table: median seconds per step (warm-up steps skipped) and their ratio, verlvl's
 phase breakdown, its controller overhead, the machine's measured fp32 matmul peak and the MFU of
 verlvl's training phase.
@@ -14,6 +16,7 @@ verlvl's training phase.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -30,7 +33,7 @@ from verlvl.models.tiny import TinyVLConfig, build_tiny_qwen_vl  # noqa: E402
 BENCH_MODEL = TinyVLConfig(hidden_size=384, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=12,
                            num_key_value_heads=4, vision_hidden_size=128, vision_heads=4, vision_depth=2,
                            vision_intermediate_size=256, seed=0)
-PHASES = ("gen", "reward", "old_log_prob", "ref", "adv", "update_actor")
+PHASES = ("gen", "reward", "old_log_prob", "ref", "adv", "update_actor", "weight_sync")
 
 
 def shapes_reward(prompts=None, completions=None, answer=None, **kwargs) -> list[float]:
@@ -54,7 +57,7 @@ def matmul_peak_flops(n: int = 1536, repeats: int = 6) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
-def run_verlvl(model_path: str, data: dict, args, out: Path, workers: int) -> dict:
+def run_verlvl(model_path: str, data: dict, args, out: Path, workers: int, rollout: str = "hf") -> dict:
     from tests.trainer.helpers import compose_config
     from verlvl.main_ppo import run_ppo
 
@@ -65,7 +68,8 @@ def run_verlvl(model_path: str, data: dict, args, out: Path, workers: int) -> di
         f"actor_rollout_ref.actor.optim.lr={args.lr}", "actor_rollout_ref.actor.entropy_coeff=0.0",
         "actor_rollout_ref.actor.ppo_epochs=1", f"trainer.total_training_steps={args.steps}",
         "trainer.val_before_train=false", "trainer.test_freq=-1", "trainer.save_final=false",
-        "trainer.logger=[jsonl]", f"trainer.default_local_dir={out}", f"trainer.n_gpus_per_node={workers}")
+        "trainer.logger=[jsonl]", f"trainer.default_local_dir={out}", f"trainer.n_gpus_per_node={workers}",
+        f"actor_rollout_ref.rollout.name={rollout}", "actor_rollout_ref.rollout.cpu_kv_cache_gb=0.25")
     run_ppo(cfg)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r["step"] > args.warmup]
@@ -75,7 +79,7 @@ def run_verlvl(model_path: str, data: dict, args, out: Path, workers: int) -> di
             "score": rows[-1]["critic/score/mean"]}
 
 
-def run_trl(model_path: str, data: dict, args, out: Path) -> dict:
+def run_trl(model_path: str, data: dict, args, out: Path, use_vllm: bool = False) -> dict:
     import datasets
     import pyarrow.parquet as pq
     from PIL import Image
@@ -83,7 +87,7 @@ def run_trl(model_path: str, data: dict, args, out: Path) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from verlvl.models.processor import load_processor
-    from verlvl.workers.rollout.hf_rollout import VISION_SPECIAL_TOKENS
+    from verlvl.workers.rollout.base import VISION_SPECIAL_TOKENS
 
     import io
 
@@ -115,7 +119,8 @@ def run_trl(model_path: str, data: dict, args, out: Path) -> dict:
         num_generations=args.n, max_completion_length=args.response_length, num_iterations=1, beta=0.0,
         temperature=1.0, logging_steps=1, save_strategy="no", report_to=[], remove_unused_columns=False,
         generation_kwargs={"suppress_tokens": [vocab[t] for t in VISION_SPECIAL_TOKENS if t in vocab]},
-        dataloader_num_workers=0, seed=1)
+        dataloader_num_workers=0, seed=1,
+        **({"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.1} if use_vllm else {}))
     model = AutoModelForImageTextToText.from_pretrained(model_path)
     trainer = GRPOTrainer(model=model, reward_funcs=[shapes_reward], args=config, train_dataset=dataset,
                           processing_class=processor, callbacks=[timer])
@@ -145,27 +150,45 @@ def main(argv=None) -> None:
     peak = matmul_peak_flops()
     import ray
 
-    runs = {}
-    for workers in (1, 2):  # one worker with all cores, or two FSDP workers with one core each
-        runs[workers] = run_verlvl(model_path, data, args, work / f"verlvl_{workers}", workers)
-        ray.shutdown()
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    runs, notes = {}, []
+    for rollout in ("hf", "vllm") if has_vllm else ("hf",):
+        for workers in (1, 2):  # one worker with all cores, or two FSDP workers with one core each
+            runs[rollout, workers] = run_verlvl(model_path, data, args, work / f"verlvl_{rollout}_{workers}",
+                                                workers, rollout)
+            ray.shutdown()
     torch.set_num_threads(os.cpu_count() or 1)
-    trl = run_trl(model_path, data, args, work / "trl")
+    trl = {"hf": run_trl(model_path, data, args, work / "trl")}
+    if has_vllm:
+        try:
+            trl["vllm"] = run_trl(model_path, data, args, work / "trl_vllm", use_vllm=True)
+        except Exception as e:  # noqa: BLE001 - reported in the table's notes, HF stays TRL's best
+            notes.append(f"TRL with vLLM (colocate) did not run here: {type(e).__name__}: {str(e)[:300]}")
+    else:
+        notes.append("vLLM is not installed in this environment: both sides' best is HF generate")
 
-    best = min(runs, key=lambda w: runs[w]["step"])
-    ours = runs[best]
+    hf_runs = {w: run for (rollout, w), run in runs.items() if rollout == "hf"}
+    ours_key = min(runs, key=lambda k: runs[k]["step"])
+    ours, trl_best = runs[ours_key], min(trl, key=lambda k: trl[k]["step"])
     update_s = ours["phases"]["update_actor"]
     mfu = 6 * n_params * ours["tokens"] / max(update_s, 1e-9) / peak
     print(f"\n## verlvl vs TRL GRPOTrainer ({n_params / 1e6:.1f}M-parameter Qwen2.5-VL, {args.prompts} prompts x "
           f"{args.n} samples x {args.response_length} new tokens, {os.cpu_count()} CPU cores)\n")
     print("| rollout | verlvl s/step | TRL s/step | verlvl / TRL |\n|---|---|---|---|")
-    for workers, run in runs.items():
+    for workers, run in hf_runs.items():
         label = "1 worker x all cores" if workers == 1 else f"{workers} FSDP workers"
-        print(f"| HF generate, both sides (verlvl: {label}) | {run['step']:.2f} | {trl['step']:.2f} | "
-              f"{run['step'] / trl['step']:.2f}x |")
-    print(f"| each side's best here (HF: no vLLM on this CPU) | {ours['step']:.2f} | {trl['step']:.2f} | "
-          f"{ours['step'] / trl['step']:.2f}x |")
-    print(f"\n| verlvl phase ({best} worker(s)) | median s | share of step |\n|---|---|---|")
+        print(f"| HF generate, both sides (verlvl: {label}) | {run['step']:.2f} | {trl['hf']['step']:.2f} | "
+              f"{run['step'] / trl['hf']['step']:.2f}x |")
+    for (rollout, workers), run in runs.items():
+        if rollout != "hf":
+            print(f"| verlvl {rollout} rollout ({workers} worker(s)) vs TRL HF | {run['step']:.2f} | "
+                  f"{trl['hf']['step']:.2f} | {run['step'] / trl['hf']['step']:.2f}x |")
+    print(f"| each side's best here (verlvl: {ours_key[0]}, {ours_key[1]} worker(s); TRL: {trl_best}) | "
+          f"{ours['step']:.2f} | {trl[trl_best]['step']:.2f} | {ours['step'] / trl[trl_best]['step']:.2f}x |")
+    for note in notes:
+        print(f"\nNote: {note}")
+    print(f"\n| verlvl phase ({ours_key[0]} rollout, {ours_key[1]} worker(s)) | median s | share of step |"
+          "\n|---|---|---|")
     for phase, seconds in ours["phases"].items():
         print(f"| {phase} | {seconds:.3f} | {seconds / ours['step']:.0%} |")
     print(f"| controller overhead | {ours['overhead']:.3f} | {ours['overhead'] / ours['step']:.0%} |")
