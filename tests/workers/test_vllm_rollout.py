@@ -2,6 +2,7 @@
 the hf rollout's output layout, and two steps of main_ppo. Runs in the second stage of `make test`."""
 
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,6 +30,10 @@ def vllm_group(path, **rollout):
     finally:
         group.shutdown()
         pool.release()
+        # vLLM's CPU tensor parallelism names its shared-memory segments after the ranks only; a killed
+        # engine leaves them behind and the next one fails to create them (errno 17)
+        for leftover in Path("/dev/shm").glob("*-tp:*cpushm*"):
+            leftover.unlink(missing_ok=True)
 
 
 def worst_diff(data, log_probs) -> float:
@@ -81,8 +86,19 @@ def test_main_ppo_two_steps_with_the_vllm_rollout(ray_local, tmp_path, monkeypat
     result = run_ppo(compose_config(*SHORT, "trainer.total_training_steps=2", "actor_rollout_ref.rollout.name=vllm",
                                     "actor_rollout_ref.rollout.cpu_kv_cache_gb=0.05",
                                     "actor_rollout_ref.actor.tis_imp_ratio_cap=2.0",
+                                    "actor_rollout_ref.actor.ppo_epochs=2",  # off-policy: old log-probs recomputed
                                     f"trainer.default_local_dir={tmp_path / 'run'}"))
     metrics = result.metrics
     assert metrics["training/global_step"] == 2
     assert "timing_s/weight_sync" in metrics
-    assert metrics["training/rollout_probs_diff_max"] <= 1e-3  # the trainer recomputed old log-probs
+    assert metrics["timing_s/old_log_prob"] > 0
+    assert metrics["training/rollout_probs_diff_max"] <= 1e-3  # vLLM's probabilities are the trainer's
+
+
+def test_a_tensor_parallel_engine_spans_both_ranks(ray_local, tiny_vl_path, prompts):
+    """tensor_model_parallel_size=2 over 2 actor ranks: one engine, both ranks get the same prompts
+    (the rollout mesh), one copy comes back."""
+    with vllm_group(tiny_vl_path, tensor_model_parallel_size=2) as group:
+        data = group.generate_sequences(prompts)
+        assert len(data) == 8  # 4 prompts x n=2 once, not once per rank
+        assert worst_diff(data, group.compute_log_prob(data).batch["old_log_probs"]) <= 1e-3

@@ -126,9 +126,10 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
     use_critic = (estimator == "gae") if critic_enable is None else bool(critic_enable)
     use_reference = bool(actor.use_kl_loss or algo.get("use_kl_in_reward", False))
     # One update per batch: the old log-probs are the rollout's own, unless the engine computes them with
-    # other kernels (vLLM), whose small differences must not leak into the ratio.
+    # other kernels: vLLM on GPU (bf16, its own attention) must not leak its differences into the ratio.
+    # On CPU both engines compute in fp32 and agree with the actor to ~1e-6 (tested).
     on_policy = (actor.ppo_epochs == 1 and actor.ppo_mini_batch_size == data_cfg.train_batch_size
-                 and rollout.name == "hf")
+                 and (rollout.name == "hf" or not use_gpu))
     resolve = builtin.resolve if resolve_builtins else (lambda p: p)
     return Derived(world, use_gpu, use_critic, use_reference, resolve(model_path),
                    tuple(resolve(f) for f in train_files), tuple(resolve(f) for f in val_files), on_policy)

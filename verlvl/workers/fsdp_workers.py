@@ -60,6 +60,9 @@ class ActorRolloutRefWorker(Worker):
                                                                  self.rollout_config.log_prob_micro_batch_size_per_gpu))
         self.build_rollout = ROLLOUT_ENGINES.lookup(self.rollout_config.name)
         self.rollout_config = dataclasses.replace(self.rollout_config, seed=int(config.get("seed", 0)))
+        # The rollout mesh: ranks of one tensor-parallel engine get the same prompts; one returns them.
+        tp = self.rollout_config.tensor_model_parallel_size if self.rollout_config.name != "hf" else 1
+        self._register_dispatch_collect_info("rollout", self.rank // tp, self.rank % tp == 0)
         torch.manual_seed(int(config.get("seed", 0)) + self.rank)  # ranks sample differently
 
     @register(Dispatch.ONE_TO_ALL)
@@ -101,7 +104,7 @@ class ActorRolloutRefWorker(Worker):
             install_dummy_vision_pass(model)
         return model
 
-    @register(Dispatch.DP_COMPUTE_PROTO)
+    @register(mesh_name="rollout")
     def generate_sequences(self, prompts: DataProto) -> DataProto:
         return self.rollout.generate_sequences(prompts)
 

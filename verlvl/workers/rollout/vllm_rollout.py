@@ -138,6 +138,9 @@ class VLLMRollout:
     @staticmethod
     def engine_inputs(prompts: DataProto) -> list[dict]:
         """The engine view of each prompt: ids with one placeholder per image, and the images."""
+        if "raw_prompt_ids" not in prompts.non_tensor_batch:
+            raise KeyError("the vllm rollout needs the engine view of each prompt (non_tensor_batch "
+                           "'raw_prompt_ids', which RLDataset adds); use rollout.name=hf for batches without it")
         ids = prompts.non_tensor_batch["raw_prompt_ids"]
         media = prompts.non_tensor_batch.get("multi_modal_data")
         inputs = []
