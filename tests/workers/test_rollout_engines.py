@@ -89,3 +89,19 @@ def test_truncated_importance_sampling_weights_the_loss_by_the_capped_ratio():
                                           rollout_log_probs=rollout)
     assert plain.item() == pytest.approx(-1.0)
     assert tis.item() == pytest.approx(-(1.0 + 2.0 + math.exp(-0.1)) / 3)
+
+
+def test_fsdp2_shards_are_cast_then_gathered_into_full_tensors(tmp_path):
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 4))
+        expected = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}
+        fully_shard(model)
+        assert all(hasattr(v, "full_tensor") for v in model.state_dict().values())  # DTensor shards
+        out = dict(full_weights(model, 1 << 20, torch.bfloat16))
+        assert all(type(out[k]) is torch.Tensor and torch.equal(out[k], expected[k]) for k in expected)
+    finally:
+        dist.destroy_process_group()

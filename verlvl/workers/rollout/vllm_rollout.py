@@ -76,7 +76,7 @@ class VLLMRollout:
         started = time.perf_counter()
         with _local_rank_zero(self.on_cuda):
             self.engine = LLM(**engine_kwargs(config, model_path, actor_dtype, self.on_cuda, world))
-        torch.set_num_threads(threads)  # vLLM lowers torch's threads "for serving"; the actor needs them back
+        torch.set_num_threads(threads)  # vLLM may lower them "for serving"; the actor needs them back
         self.sleeping = False
         self.sleep()
         log.info("vLLM engine ready in %.1f s", time.perf_counter() - started)

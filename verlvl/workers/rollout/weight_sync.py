@@ -16,13 +16,13 @@ def full_weight_buckets(model: nn.Module, bucket_bytes: int, dtype: torch.dtype 
     bucket: list[tuple[str, torch.Tensor]] = []
     size = 0
     for name, tensor in model.state_dict().items():
+        tensor = tensor.detach()
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)  # cast the shard, not the full tensor: half the bytes gathered in bf16
         if hasattr(tensor, "full_tensor"):  # a DTensor shard
             if device is not None and tensor.device != torch.device(device):
                 tensor = tensor.to(device)  # CPU-offloaded shards gather over NCCL from the GPU
             tensor = tensor.full_tensor()
-        tensor = tensor.detach()
-        if dtype is not None and tensor.is_floating_point():
-            tensor = tensor.to(dtype)
         nbytes = tensor.numel() * tensor.element_size()
         if bucket and size + nbytes > bucket_bytes:
             yield bucket
