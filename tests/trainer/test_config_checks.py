@@ -51,3 +51,21 @@ def test_check_config_does_not_mutate_the_users_config():
     before = OmegaConf.to_yaml(OmegaConf.create(cfg))
     check_config(cfg, resolve_builtins=False)
     assert OmegaConf.to_yaml(OmegaConf.create(cfg)) == before
+
+
+def test_vllm_rollout_is_checked_before_anything_starts(monkeypatch):
+    """Without vLLM the check says what to install; with an unsupported version it names it."""
+    import verlvl.trainer.config as config_module
+
+    def unsupported():
+        raise RuntimeError("vLLM 0.30.0 is installed; the vllm rollout supports vLLM <0.34,>=0.32")
+
+    cfg = OmegaConf.to_container(compose_config("actor_rollout_ref.rollout.name=vllm"), resolve=True)
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match=r"rollout.name=vllm needs vLLM: .*pip install 'verlvl\[vllm\]'"):
+            check_config(cfg, resolve_builtins=False)
+    monkeypatch.setattr(config_module, "check_vllm_version", unsupported)
+    with pytest.raises(ConfigError, match="vLLM 0.30.0 is installed"):
+        check_config(cfg, resolve_builtins=False)
