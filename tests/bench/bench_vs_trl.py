@@ -142,6 +142,7 @@ def main(argv=None) -> None:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--response-length", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--workers", default="1,2", help="verlvl worker counts to run, e.g. 1 or 1,2")
     args = parser.parse_args(argv)
 
     import torch
@@ -159,7 +160,7 @@ def main(argv=None) -> None:
     has_vllm = importlib.util.find_spec("vllm") is not None
     runs, notes = {}, []
     for rollout in ("hf", "vllm") if has_vllm else ("hf",):
-        for workers in (1, 2):  # one worker with all cores, or two FSDP workers with one core each
+        for workers in [int(w) for w in args.workers.split(",")]:  # 1 worker x all cores, or FSDP workers
             runs[rollout, workers] = run_verlvl(model_path, data, args, work / f"verlvl_{rollout}_{workers}",
                                                 workers, rollout)
             ray.shutdown()
