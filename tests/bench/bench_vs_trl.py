@@ -143,6 +143,8 @@ def main(argv=None) -> None:
     parser.add_argument("--response-length", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--workers", default="1,2", help="verlvl worker counts to run, e.g. 1 or 1,2")
+    parser.add_argument("--rollouts", default="hf,vllm", help="verlvl rollouts in the order run (vllm only "
+                        "where it is installed); hf is needed for the first row")
     args = parser.parse_args(argv)
 
     import torch
@@ -159,7 +161,7 @@ def main(argv=None) -> None:
 
     has_vllm = importlib.util.find_spec("vllm") is not None
     runs, notes = {}, []
-    for rollout in ("hf", "vllm") if has_vllm else ("hf",):
+    for rollout in [r for r in args.rollouts.split(",") if r != "vllm" or has_vllm]:
         for workers in [int(w) for w in args.workers.split(",")]:  # 1 worker x all cores, or FSDP workers
             runs[rollout, workers] = run_verlvl(model_path, data, args, work / f"verlvl_{rollout}_{workers}",
                                                 workers, rollout)

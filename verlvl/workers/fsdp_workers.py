@@ -70,6 +70,7 @@ class ActorRolloutRefWorker(Worker):
         path = self.model_config.path
         self.tokenizer, self.processor = load_tokenizer(path), load_processor(path)
         self.actor = self.rollout = self.ref = None
+        never_sampled = never_sampled_ids(self.tokenizer)  # the policy gives these probability 0
         if self.has_actor or self.has_rollout:
             model = load_model(path, self.model_config.enable_gradient_checkpointing,
                                self.model_config.trust_remote_code, self.model_config.attn_implementation)
@@ -79,7 +80,6 @@ class ActorRolloutRefWorker(Worker):
             optimizer = scheduler = None
             if self.has_actor:
                 optimizer, scheduler = build_optimizer(model, self.actor_config.optim)
-            never_sampled = never_sampled_ids(self.tokenizer)
             self.actor = PPOActor(model, self.actor_config, self.processor, optimizer, scheduler, _dp_size(),
                                   never_sampled)
             if self.has_rollout:
@@ -91,7 +91,7 @@ class ActorRolloutRefWorker(Worker):
                                    attn_implementation=self.model_config.attn_implementation)
             ref_model.requires_grad_(False)
             self.ref = PPOActor(self._shard(ref_model, self.actor_config.fsdp_config), self.actor_config,
-                                self.processor, dp_size=_dp_size(), never_sampled=never_sampled_ids(self.tokenizer))
+                                self.processor, dp_size=_dp_size(), never_sampled=never_sampled)
 
     def _compute_dtype(self) -> torch.dtype:
         mixed = self.actor_config.fsdp_config.mixed_precision and is_cuda_available() and dist.is_initialized()
@@ -111,7 +111,8 @@ class ActorRolloutRefWorker(Worker):
     @register(Dispatch.ONE_TO_ALL)
     def sync_rollout_weights(self) -> None:
         """Give the rollout engine the actor's current weights (a no-op for hf, which shares them)."""
-        self.rollout.sync_weights(self.actor.model)
+        if self.rollout is not None:
+            self.rollout.sync_weights(self.actor.model)
 
     def _log_probs(self, actor: PPOActor, data: DataProto, micro: int, entropy: bool):
         cfg = self.rollout_config
