@@ -96,11 +96,6 @@ def kl_penalty(logprob: torch.Tensor, ref_logprob: torch.Tensor, kl_penalty: str
     raise ValueError(f"unknown kl penalty {kl_penalty!r}; use kl, abs, mse or low_var_kl")
 
 
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
-
-
 def clipped_value_loss(vpreds, returns, values, response_mask, cliprange_value: float, loss_agg_mode="token-mean",
                        **agg_kwargs):
     """PPO's clipped value loss; returns (loss, clipfrac)."""

@@ -185,17 +185,21 @@ class PPOTrainer:
             out[f"{group}/{source}/{var}/mean@{n}"] = float(np.nanmean(values))
         return out
 
-    def reset_compute_counters(self) -> None:
-        self.actor_rollout_wg.take_compute_seconds()
+    def worker_processes(self) -> list:
+        """One group per set of worker processes (fused roles share the actor's processes)."""
+        groups = [self.actor_rollout_wg]
         if self.critic_wg is not None and self.critic_wg.workers != self.actor_rollout_wg.workers:
-            self.critic_wg.take_compute_seconds()
+            groups.append(self.critic_wg)
+        return groups
+
+    def reset_compute_counters(self) -> None:
+        for group in self.worker_processes():
+            group.take_compute_seconds()
 
     def overhead_metrics(self, timing: dict) -> dict[str, float]:
         """perf/controller_overhead_s: step time not spent computing in workers (the slowest rank),
         scoring rewards or computing advantages, i.e. the cost of orchestration itself."""
-        worker_s = max(self.actor_rollout_wg.take_compute_seconds())  # fused roles share these processes
-        if self.critic_wg is not None and self.critic_wg.workers != self.actor_rollout_wg.workers:
-            worker_s += max(self.critic_wg.take_compute_seconds())
+        worker_s = sum(max(group.take_compute_seconds()) for group in self.worker_processes())
         driver_s = timing.get("reward", 0.0) + timing.get("adv", 0.0)
         overhead = max(0.0, timing["step"] - worker_s - driver_s)
         return {"perf/worker_compute_s": worker_s, "perf/controller_overhead_s": overhead,

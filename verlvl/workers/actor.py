@@ -47,6 +47,30 @@ def clip_gradients(model, max_norm: float) -> float:
     return float(norm)
 
 
+def global_counts(mini: DataProto, dp_size: int) -> dict:
+    """agg_loss's keyword arguments: the mini-batch's response tokens and rows summed over all ranks."""
+    counts = dp_all_reduce(torch.tensor([float(response_mask_of(mini).sum()), float(len(mini))],
+                                        dtype=torch.float64))
+    return {"global_tokens": counts[0].item(), "global_seqs": counts[1].item(), "dp_size": dp_size}
+
+
+def step_if_finite(model, optimizer, max_norm: float) -> float:
+    """Clip, then step; a NaN/inf gradient would poison the weights, so that step is skipped. Returns
+    the gradient norm (callers report non-finite ones)."""
+    grad_norm = clip_gradients(model, max_norm)
+    if math.isfinite(grad_norm):
+        optimizer.step()
+    else:
+        optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+def mean_over_ranks(totals: dict[str, float], dp_size: int) -> dict[str, float]:
+    keys = sorted(totals)
+    reduced = dp_all_reduce(torch.tensor([totals[k] for k in keys], dtype=torch.float64)) / dp_size
+    return dict(zip(keys, reduced.tolist()))
+
+
 class PPOActor:
     def __init__(self, model, config: ActorConfig, processor=None, optimizer=None, scheduler=None,
                  dp_size: int = 1, never_sampled: tuple[int, ...] = ()):
@@ -90,16 +114,14 @@ class PPOActor:
 
     def _mini_batch_step(self, mini: DataProto, pixels: PixelCache, temperature: float) -> dict[str, float]:
         cfg = self.config
-        mask_all = response_mask_of(mini)
-        counts = dp_all_reduce(torch.tensor([float(mask_all.sum()), float(len(mini))], dtype=torch.float64))
-        agg = {"global_tokens": counts[0].item(), "global_seqs": counts[1].item(), "dp_size": self.dp_size}
+        agg = global_counts(mini, self.dp_size)
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = defaultdict(float)
         parts, _ = micro_batches(mini, cfg.ppo_micro_batch_size_per_gpu, cfg.use_dynamic_bsz,
                                  cfg.ppo_max_token_len_per_gpu)
         for mb in parts:
             mask = response_mask_of(mb).float()
-            share = mask.sum().item() / max(1.0, counts[0].item()) * self.dp_size  # for token-weighted means
+            share = mask.sum().item() / max(1.0, agg["global_tokens"]) * self.dp_size  # token-weighted means
             log_prob, entropy = response_log_probs(self.model, mb, pixels, temperature,
                                                    cfg.entropy_coeff != 0, self.never_sampled)
             rollout_log_probs = mb.batch["rollout_log_probs"] if "rollout_log_probs" in mb.batch.keys() else None
@@ -121,17 +143,10 @@ class PPOActor:
             totals["actor/pg_clipfrac"] += clipfrac.item() * share
             totals["actor/ppo_kl"] += ppo_kl.item() * share
             totals["actor/pg_clipfrac_lower"] += clipfrac_lower.item() * share
-        grad_norm = clip_gradients(self.model, cfg.grad_clip)
-        finite = math.isfinite(grad_norm)
-        if finite:
-            self.optimizer.step()
-        else:  # a NaN/inf gradient would poison the weights: skip this step, say so in the metrics
-            self.optimizer.zero_grad(set_to_none=True)
-        keys = sorted(totals)
-        reduced = dp_all_reduce(torch.tensor([totals[k] for k in keys], dtype=torch.float64)) / self.dp_size
-        out = dict(zip(keys, reduced.tolist()))
+        grad_norm = step_if_finite(self.model, self.optimizer, cfg.grad_clip)
+        out = mean_over_ranks(totals, self.dp_size)
         out["actor/grad_norm"] = grad_norm
-        out["actor/grad_norm_nonfinite"] = float(not finite)
+        out["actor/grad_norm_nonfinite"] = float(not math.isfinite(grad_norm))
         if cfg.use_kl_loss:
             out["actor/kl_coef"] = cfg.kl_loss_coef
         return out

@@ -10,7 +10,7 @@ from torch import nn
 
 from verlvl.protocol import DataProto
 from verlvl.trainer.core_algos import clipped_value_loss, masked_mean
-from verlvl.workers.actor import clip_gradients, dp_all_reduce
+from verlvl.workers.actor import global_counts, mean_over_ranks, step_if_finite
 from verlvl.workers.config import CriticConfig
 from verlvl.workers.forward import PixelCache, micro_batches, model_inputs, response_mask_of
 from verlvl.workers.fsdp_utils import dummy_vision
@@ -72,9 +72,7 @@ class PPOCritic:
         for _ in range(cfg.ppo_epochs):
             for start in range(0, len(data), mini_batch_rows):
                 mini = data[start:start + mini_batch_rows]
-                counts = dp_all_reduce(torch.tensor([float(response_mask_of(mini).sum()), float(len(mini))],
-                                                    dtype=torch.float64))
-                agg = {"global_tokens": counts[0].item(), "global_seqs": counts[1].item(), "dp_size": self.dp_size}
+                agg = global_counts(mini, self.dp_size)
                 self.optimizer.zero_grad(set_to_none=True)
                 totals = defaultdict(float)
                 parts, _ = micro_batches(mini, cfg.ppo_micro_batch_size_per_gpu, cfg.use_dynamic_bsz,
@@ -85,18 +83,12 @@ class PPOCritic:
                     loss, clipfrac = clipped_value_loss(vpreds, mb.batch["returns"], mb.batch["values"], mask,
                                                         cfg.cliprange_value, cfg.loss_agg_mode, **agg)
                     loss.backward()
-                    share = mask.sum().item() / max(1.0, counts[0].item()) * self.dp_size
+                    share = mask.sum().item() / max(1.0, agg["global_tokens"]) * self.dp_size
                     totals["critic/vf_loss"] += loss.item()
                     totals["critic/vf_clipfrac"] += clipfrac.item() * share
                     totals["critic/vpred_mean"] += masked_mean(vpreds.detach(), mask).item() * share
-                grad_norm = clip_gradients(self.model, cfg.grad_clip)
-                if math.isfinite(grad_norm):
-                    self.optimizer.step()
-                else:
-                    self.optimizer.zero_grad(set_to_none=True)
-                keys = sorted(totals)
-                reduced = dp_all_reduce(torch.tensor([totals[k] for k in keys], dtype=torch.float64)) / self.dp_size
-                for k, v in zip(keys, reduced.tolist()):
+                grad_norm = step_if_finite(self.model, self.optimizer, cfg.grad_clip)
+                for k, v in mean_over_ranks(totals, self.dp_size).items():
                     metrics[k].append(v)
                 metrics["critic/grad_norm"].append(grad_norm)
                 metrics["critic/grad_norm_nonfinite"].append(float(not math.isfinite(grad_norm)))

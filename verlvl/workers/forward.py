@@ -103,6 +103,20 @@ def mask_never_sampled(logits: torch.Tensor, token_ids) -> torch.Tensor:
     return logits.index_fill(-1, torch.as_tensor(token_ids, device=logits.device), torch.finfo(logits.dtype).min)
 
 
+def token_log_probs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0, never_sampled=(),
+                    calculate_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs of `tokens` (and the entropy) under softmax(logits / temperature) without the tokens in
+    `never_sampled`: the one definition of the policy's probabilities, for the actor and the hf rollout."""
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    logits = mask_never_sampled(logits, never_sampled)
+    log_z = torch.logsumexp(logits, dim=-1)
+    log_probs = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - log_z
+    entropy = log_z - (torch.softmax(logits, dim=-1) * logits).sum(-1) if calculate_entropy else None
+    return log_probs, entropy
+
+
 def response_log_probs(model, data: DataProto, pixels: PixelCache, temperature: float = 1.0,
                        calculate_entropy: bool = False, never_sampled=()) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (and entropy) of the response tokens only: logits are made for the last R+1 positions,
@@ -112,15 +126,7 @@ def response_log_probs(model, data: DataProto, pixels: PixelCache, temperature: 
     kwargs, needs_dummy = model_inputs(model, data, pixels)
     with dummy_vision(model, needs_dummy):
         logits = model(**kwargs, logits_to_keep=r + 1).logits[:, :-1]
-    if temperature != 1.0:
-        logits = logits / temperature
-    logits = mask_never_sampled(logits.float(), never_sampled)
-    log_z = torch.logsumexp(logits, dim=-1)
-    log_probs = logits.gather(-1, responses.unsqueeze(-1)).squeeze(-1) - log_z
-    entropy = None
-    if calculate_entropy:
-        entropy = log_z - (torch.softmax(logits, dim=-1) * logits).sum(-1)
-    return log_probs, entropy
+    return token_log_probs(logits, responses, temperature, never_sampled, calculate_entropy)
 
 
 def response_mask_of(data: DataProto) -> torch.Tensor:

@@ -32,10 +32,6 @@ VERL_MODEL_KEYS = frozenset({"use_remove_padding", "use_liger", "external_lib", 
                               "lora_alpha", "target_modules", "use_shm", "use_fused_kernels", "custom_chat_template"})
 
 
-def _is_distributed() -> bool:
-    return dist.is_initialized() and dist.get_world_size() > 1
-
-
 def _dp_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 

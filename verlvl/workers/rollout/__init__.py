@@ -24,4 +24,4 @@ def build_hf_rollout(model, model_path, tokenizer, processor, config, actor_dtyp
 def build_vllm_rollout(model, model_path, tokenizer, processor, config, actor_dtype):
     from verlvl.workers.rollout.vllm_rollout import VLLMRollout
 
-    return VLLMRollout(model_path, tokenizer, processor, config, actor_dtype, getattr(model, "generation_config", None))
+    return VLLMRollout(model_path, tokenizer, config, actor_dtype, getattr(model, "generation_config", None))

@@ -19,19 +19,26 @@ def never_sampled_ids(tokenizer) -> tuple[int, ...]:
     return tuple(sorted(vocab[t] for t in VISION_SPECIAL_TOKENS if t in vocab))
 
 
-def eos_ids_of(model_path_or_config, tokenizer) -> list[int]:
+def eos_ids_of(generation_config, tokenizer) -> list[int]:
     """EOS ids from the generation config (Qwen lists two), else the tokenizer's."""
-    eos = getattr(model_path_or_config, "eos_token_id", None) or tokenizer.eos_token_id
+    eos = getattr(generation_config, "eos_token_id", None) or tokenizer.eos_token_id
     return sorted(set(eos if isinstance(eos, list) else [eos]))
 
 
+def pad_id_of(tokenizer, eos_ids: list[int]) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+
+
 def sampling_params(config: RolloutConfig, meta_info: dict) -> dict:
-    """n / temperature / top_p / top_k / do_sample: validation uses val_kwargs; meta_info overrides."""
+    """n / temperature / top_p / top_k / do_sample: validation uses val_kwargs; meta_info overrides.
+    top_k is None when off (veRL writes -1 or 0)."""
     source = config.val_kwargs if meta_info.get("validate") else config
     params = {k: getattr(source, k) for k in ("n", "temperature", "top_p", "top_k", "do_sample")}
     params.update({k: meta_info[k] for k in params if k in meta_info})
     if params["temperature"] == 0:
         params["do_sample"] = False
+    if not params["top_k"] or params["top_k"] < 0:
+        params["top_k"] = None
     return params
 
 

@@ -6,16 +6,17 @@ import torch
 
 from verlvl.protocol import DataProto
 from verlvl.workers.config import RolloutConfig
-from verlvl.workers.forward import PixelCache, first_token_column, mask_never_sampled
+from verlvl.workers.forward import PixelCache, first_token_column, token_log_probs
 from verlvl.workers.fsdp_utils import unsharded
-from verlvl.workers.rollout.base import build_rollout_batch, eos_ids_of, never_sampled_ids, sampling_params
+from verlvl.workers.rollout.base import (build_rollout_batch, eos_ids_of, never_sampled_ids, pad_id_of,
+                                         sampling_params)
 
 
 class HFRollout:
     def __init__(self, model, tokenizer, processor, config: RolloutConfig):
         self.model, self.tokenizer, self.processor, self.config = model, tokenizer, processor, config
         self.eos_ids = eos_ids_of(getattr(model, "generation_config", None), tokenizer)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self.pad_id = pad_id_of(tokenizer, self.eos_ids)
         self.suppress = list(never_sampled_ids(tokenizer))
         self.image_token_id = getattr(processor, "image_token_id", None) if processor is not None else None
 
@@ -39,20 +40,14 @@ class HFRollout:
                    suppress_tokens=self.suppress or None, return_dict_in_generate=True, output_logits=True,
                    use_cache=True)
         if params["do_sample"]:
-            gen.update(temperature=params["temperature"], top_p=params["top_p"],
-                       top_k=params["top_k"] if params["top_k"] and params["top_k"] > 0 else None)
+            gen.update(temperature=params["temperature"], top_p=params["top_p"], top_k=params["top_k"])
         self.model.eval()
         with unsharded(self.model):
             out = self.model.generate(**kwargs, **gen)
         responses = out.sequences[:, p - start:]
-        logits = torch.stack(out.logits, dim=1).float()
         temperature = params["temperature"] if params["do_sample"] else 1.0
-        if temperature != 1.0:
-            logits = logits / temperature
-        logits = mask_never_sampled(logits, self.suppress)
-        log_probs = logits.gather(-1, responses.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        log_probs, _ = token_log_probs(torch.stack(out.logits, dim=1), responses, temperature, self.suppress)
         responses, response_mask, log_probs = self._pad_after_eos(responses, log_probs, r)
-
         return build_rollout_batch(data, responses, response_mask, log_probs)
 
     def _pad_after_eos(self, responses: torch.Tensor, log_probs: torch.Tensor, r: int):

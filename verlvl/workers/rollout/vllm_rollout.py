@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -18,7 +19,8 @@ import torch.distributed as dist
 from verlvl.protocol import DataProto
 from verlvl.utils.device import is_cuda_available
 from verlvl.workers.config import RolloutConfig
-from verlvl.workers.rollout.base import build_rollout_batch, eos_ids_of, never_sampled_ids, sampling_params
+from verlvl.workers.rollout.base import (build_rollout_batch, eos_ids_of, never_sampled_ids, pad_id_of,
+                                         sampling_params)
 from verlvl.workers.rollout.vllm_version import check_vllm_version
 from verlvl.workers.rollout.weight_sync import full_weights
 
@@ -29,12 +31,17 @@ _set_torch_threads = torch.set_num_threads
 SUPPRESS_BIAS = -100.0  # vLLM clamps logit_bias to [-100, 100]: e^-100 is 0 in every log-prob we compare
 
 
+def engine_dtype(config: RolloutConfig, actor_dtype: torch.dtype) -> torch.dtype:
+    """rollout.dtype, where auto means the actor's compute dtype."""
+    return actor_dtype if config.dtype == "auto" else getattr(torch, config.dtype)
+
+
 def engine_kwargs(config: RolloutConfig, model_path: str, actor_dtype: torch.dtype, on_cuda: bool,
                   world_size: int = 1) -> dict:
     """Keyword arguments for vllm.LLM from the rollout config (engine_kwargs.vllm.* win)."""
-    dtype = config.dtype if config.dtype != "auto" else str(actor_dtype).removeprefix("torch.")
     kwargs = dict(
-        model=model_path, dtype=dtype, seed=config.seed, load_format=config.load_format,
+        model=model_path, dtype=str(engine_dtype(config, actor_dtype)).removeprefix("torch."), seed=config.seed,
+        load_format=config.load_format,
         tensor_parallel_size=config.tensor_model_parallel_size,
         max_model_len=config.max_model_len or config.prompt_length + config.response_length,
         max_num_batched_tokens=config.max_num_batched_tokens, max_num_seqs=config.max_num_seqs,
@@ -60,7 +67,7 @@ def engine_kwargs(config: RolloutConfig, model_path: str, actor_dtype: torch.dty
 
 
 class VLLMRollout:
-    def __init__(self, model_path: str, tokenizer, processor, config: RolloutConfig, actor_dtype: torch.dtype,
+    def __init__(self, model_path: str, tokenizer, config: RolloutConfig, actor_dtype: torch.dtype,
                  generation_config=None):
         check_vllm_version()
         # The engine runs in this process: the weight iterator of a sync is handed to it by reference.
@@ -68,12 +75,12 @@ class VLLMRollout:
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # our workers set their own threads
         from vllm import LLM
 
-        self.config, self.tokenizer, self.processor = config, tokenizer, processor
+        self.config = config
         self.on_cuda = is_cuda_available()
         self.eos_ids = eos_ids_of(generation_config, tokenizer)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self.pad_id = pad_id_of(tokenizer, self.eos_ids)
         self.logit_bias = {i: SUPPRESS_BIAS for i in never_sampled_ids(tokenizer)}
-        self.dtype = actor_dtype if config.dtype == "auto" else getattr(torch, config.dtype)
+        self.dtype = engine_dtype(config, actor_dtype)
         world = dist.get_world_size() if dist.is_initialized() else 1
         # What the worker chose for this process. vLLM serves on 1 thread (2 made generation 18% slower here,
         # 1.11 vs 0.94 s) and the actor gets its threads back after every generation.
@@ -125,7 +132,7 @@ class VLLMRollout:
         n, r = params["n"], self.config.response_length
         sampling = SamplingParams(
             n=n, max_tokens=r, temperature=params["temperature"] if params["do_sample"] else 0.0,
-            top_p=params["top_p"], top_k=params["top_k"] if params["top_k"] and params["top_k"] > 0 else 0,
+            top_p=params["top_p"], top_k=params["top_k"] or 0,
             logprobs=0, stop_token_ids=self.eos_ids, logit_bias=self.logit_bias or None, detokenize=False)
         self._wake()
         try:
@@ -163,18 +170,19 @@ class VLLMRollout:
         return inputs
 
 
-class _local_rank_zero:
+@contextmanager
+def _local_rank_zero(on_cuda: bool):
     """On CUDA, Ray shows each worker only its own GPU, as cuda:0; vLLM's external launcher would pick
     cuda:LOCAL_RANK. Present LOCAL_RANK=0 while the engine is built."""
-
-    def __init__(self, on_cuda: bool):
-        self.on_cuda, self.saved = on_cuda, None
-
-    def __enter__(self):
-        if self.on_cuda and torch.cuda.device_count() == 1:
-            self.saved = os.environ.get("LOCAL_RANK")
-            os.environ["LOCAL_RANK"] = "0"
-
-    def __exit__(self, *exc):
-        if self.saved is not None:
-            os.environ["LOCAL_RANK"] = self.saved
+    if not (on_cuda and torch.cuda.device_count() == 1):
+        yield
+        return
+    saved = os.environ.get("LOCAL_RANK")
+    os.environ["LOCAL_RANK"] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("LOCAL_RANK", None)
+        else:
+            os.environ["LOCAL_RANK"] = saved
