@@ -297,9 +297,11 @@ class DataProto:
                 part.meta_info = dict(self.meta_info)
                 yield part
 
-    def to(self, device) -> "DataProto":
+    def to(self, device, non_blocking: bool = False) -> "DataProto":
+        """Moves the tensors (in place, like veRL's); non-tensor entries stay where they are."""
         if self.batch is not None:
-            self.batch = self.batch.to(device)
+            moved = {k: v.to(device, non_blocking=non_blocking) for k, v in self.batch.items()}
+            self.batch = TensorDict(moved, batch_size=self.batch.batch_size, device=None)
         return self
 
     # ---------------------------------------------------------------- pickling

@@ -5,7 +5,8 @@ import torch
 
 from verlvl.workers.actor import PPOActor, build_optimizer
 from verlvl.workers.config import ActorConfig, OptimConfig, RolloutConfig
-from verlvl.workers.fsdp_utils import freeze_vision_tower, load_model, vision_tower
+from verlvl.engine.fsdp import freeze_vision_tower, vision_tower
+from verlvl.engine.loading import load_model
 from verlvl.workers.rollout.base import never_sampled_ids
 from verlvl.workers.rollout.hf_rollout import HFRollout
 

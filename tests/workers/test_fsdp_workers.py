@@ -8,7 +8,7 @@ from verlvl.protocol import DataProto
 from verlvl.single_controller import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup
 from verlvl.workers.actor import PPOActor, build_optimizer
 from verlvl.workers.config import ActorConfig, from_mapping
-from verlvl.workers.fsdp_utils import load_model
+from verlvl.engine.loading import load_model
 from verlvl.workers.fsdp_workers import ActorRolloutRefWorker, CriticWorker
 from verlvl.workers.rollout.base import never_sampled_ids
 

@@ -8,11 +8,11 @@ import torch
 
 from verlvl.trainer.core_algos import compute_policy_loss_vanilla, truncated_is_weight
 from verlvl.workers.config import RolloutConfig, from_mapping
-from verlvl.workers.forward import mask_never_sampled
+from verlvl.engine.forward import mask_never_sampled
 from verlvl.workers.rollout import ROLLOUT_ENGINES
 from verlvl.workers.rollout.vllm_rollout import engine_kwargs
 from verlvl.workers.rollout.vllm_version import check_vllm_version
-from verlvl.workers.rollout.weight_sync import full_weight_buckets, full_weights
+from verlvl.engine.state_dict import full_weight_buckets, full_weights
 
 
 def test_engine_kwargs_follow_the_config_on_cpu_and_cuda():

@@ -11,8 +11,8 @@ from verlvl.trainer import builtin
 from verlvl.trainer.advantages import ADV_ESTIMATORS
 from verlvl.trainer.core_algos import LOSS_AGG_MODES, POLICY_LOSSES
 from verlvl.utils.device import is_cuda_available
-from verlvl.workers.config import ActorConfig, CriticConfig, RolloutConfig, from_mapping
-from verlvl.workers.fsdp_workers import VERL_ACTOR_KEYS, VERL_ROLLOUT_KEYS
+from verlvl.workers.config import ActorConfig, CriticConfig, RefConfig, RolloutConfig, from_mapping
+from verlvl.workers.fsdp_workers import VERL_ACTOR_KEYS, VERL_REF_KEYS, VERL_ROLLOUT_KEYS
 from verlvl.workers.rollout import ROLLOUT_ENGINES
 from verlvl.workers.rollout.vllm_version import check_vllm_version
 
@@ -46,6 +46,7 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
                                               VERL_ACTOR_KEYS))
     rollout = _try(errors, lambda: from_mapping(RolloutConfig, arr.get("rollout"), "actor_rollout_ref.rollout",
                                                 VERL_ROLLOUT_KEYS))
+    _try(errors, lambda: from_mapping(RefConfig, arr.get("ref"), "actor_rollout_ref.ref", VERL_REF_KEYS))
     trainer, algo = cfg.get("trainer") or {}, cfg.get("algorithm") or {}
     critic_cfg = cfg.get("critic") or {}
     _try(errors, lambda: from_mapping(CriticConfig, {k: v for k, v in critic_cfg.items() if k != "enable"}, "critic",
@@ -126,10 +127,10 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
     use_critic = (estimator == "gae") if critic_enable is None else bool(critic_enable)
     use_reference = bool(actor.use_kl_loss or algo.get("use_kl_in_reward", False))
     # One update per batch: the old log-probs are the rollout's own, unless the engine computes them with
-    # other kernels: vLLM on GPU (bf16, its own attention) must not leak its differences into the ratio.
-    # On CPU both engines compute in fp32 and agree with the actor to ~1e-6 (tested).
-    on_policy = (actor.ppo_epochs == 1 and actor.ppo_mini_batch_size == data_cfg.train_batch_size
-                 and (rollout.name == "hf" or not use_gpu))
+    # other kernels: on GPU (bf16; vLLM's own attention, or hf's unsharded generate-time forward against the
+    # FSDP2 mixed-precision one) the trainer recomputes them, so the ratio starts at 1 and the mismatch
+    # metrics measure something. On CPU both engines compute in fp32 and agree with the actor to ~1e-6.
+    on_policy = actor.ppo_epochs == 1 and actor.ppo_mini_batch_size == data_cfg.train_batch_size and not use_gpu
     resolve = builtin.resolve if resolve_builtins else (lambda p: p)
     return Derived(world, use_gpu, use_critic, use_reference, resolve(model_path),
                    tuple(resolve(f) for f in train_files), tuple(resolve(f) for f in val_files), on_policy)

@@ -64,7 +64,7 @@ class PPOTrainer:
                     reward = self.reward_fn(batch, return_dict=True)
                     batch.batch["token_level_scores"] = reward["reward_tensor"]
                 with self.timer("old_log_prob", timing):
-                    self.old_log_probs(batch)
+                    old_metrics = self.old_log_probs(batch)
                 if self.derived.use_reference:
                     with self.timer("ref", timing):
                         batch.union(self.actor_rollout_wg.compute_ref_log_prob(batch))
@@ -84,7 +84,7 @@ class PPOTrainer:
                     with self.timer("weight_sync", timing):
                         self.actor_rollout_wg.sync_rollout_weights()
             metrics = {"training/global_step": self.global_step, "training/epoch": self.train_loader.epoch,
-                       **self.overhead_metrics(timing),
+                       **self.overhead_metrics(timing), **old_metrics,
                        **update_metrics, **kl_metrics, **reward.get("reward_metrics", {}),
                        **compute_data_metrics(batch, self.derived.use_critic, self.cfg["data"]["max_response_length"]),
                        **compute_timing_metrics(timing, batch), **compute_mismatch_metrics(batch),
@@ -109,13 +109,20 @@ class PPOTrainer:
         batch.meta_info["global_step"] = self.global_step
         return batch
 
-    def old_log_probs(self, batch: DataProto) -> None:
-        """The trainer's log-probs of the sampled tokens. On-policy (one epoch, one mini-batch) they equal
-        the rollout's own, so that forward pass is skipped."""
+    def old_log_probs(self, batch: DataProto) -> dict[str, float]:
+        """The trainer's log-probs of the sampled tokens, and the policy's entropy on them (actor/entropy,
+        as veRL logs it). On-policy on CPU (one epoch, one mini-batch) they equal the rollout's own, so
+        that forward pass is skipped."""
         if self.derived.on_policy and "rollout_log_probs" in batch.batch.keys():
             batch.batch["old_log_probs"] = batch.batch["rollout_log_probs"]
-            return
-        batch.union(self.actor_rollout_wg.compute_log_prob(batch).select(batch_keys=["old_log_probs"]))
+            return {}
+        out = self.actor_rollout_wg.compute_log_prob(batch)
+        batch.union(out.select(batch_keys=["old_log_probs"]))
+        mask = batch.batch["response_mask"].bool()
+        metrics = dict(out.meta_info.get("metrics", {}))
+        if mask.any():
+            metrics["actor/entropy"] = out.batch["entropys"][mask].float().mean().item()
+        return metrics
 
     def greedy_baseline(self, batch: DataProto) -> torch.Tensor:
         """ReMax: the score of the greedy response to each prompt."""

@@ -1,4 +1,4 @@
-"""PPOActor: log-probs and the policy update on one (FSDP2-sharded or plain) model."""
+"""PPOActor: log-probs and the policy update on one (FSDP2-sharded or plain) model, on its device."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from collections import defaultdict
 import torch
 import torch.distributed as dist
 
+from verlvl.engine.batching import MicroBatches
+from verlvl.engine.forward import PixelCache, batched_log_probs, response_log_probs, response_mask_of
+from verlvl.engine.fsdp import clip_grad_norm, is_finite, move_optimizer_state
 from verlvl.protocol import DataProto
 from verlvl.trainer.core_algos import agg_loss, get_policy_loss_fn, kl_penalty
 from verlvl.workers.config import ActorConfig, OptimConfig
-from verlvl.workers.forward import PixelCache, micro_batches, response_log_probs, response_mask_of
 
 
 def build_optimizer(model, optim: OptimConfig):
@@ -38,15 +40,6 @@ def dp_all_reduce(values: torch.Tensor, op=None) -> torch.Tensor:
     return values
 
 
-def clip_gradients(model, max_norm: float) -> float:
-    """Clip to max_norm and return the total norm (over all shards)."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm)
-    if hasattr(norm, "full_tensor"):
-        norm = norm.full_tensor()
-    return float(norm)
-
-
 def global_counts(mini: DataProto, dp_size: int) -> dict:
     """agg_loss's keyword arguments: the mini-batch's response tokens and rows summed over all ranks."""
     counts = dp_all_reduce(torch.tensor([float(response_mask_of(mini).sum()), float(len(mini))],
@@ -54,15 +47,20 @@ def global_counts(mini: DataProto, dp_size: int) -> dict:
     return {"global_tokens": counts[0].item(), "global_seqs": counts[1].item(), "dp_size": dp_size}
 
 
-def step_if_finite(model, optimizer, max_norm: float) -> float:
+def step_if_finite(model, optimizer, max_norm: float, optimizer_offload: bool = False) -> float:
     """Clip, then step; a NaN/inf gradient would poison the weights, so that step is skipped. Returns
-    the gradient norm (callers report non-finite ones)."""
-    grad_norm = clip_gradients(model, max_norm)
-    if math.isfinite(grad_norm):
+    the gradient norm (callers report non-finite ones). With `optimizer_offload`, Adam's moments come to
+    the parameters' device for the step and go back to the host after it."""
+    grad_norm = clip_grad_norm([p for p in model.parameters() if p.grad is not None], max_norm)
+    if is_finite(grad_norm):
+        if optimizer_offload:
+            move_optimizer_state(optimizer, next(model.parameters()).device)
         optimizer.step()
+        if optimizer_offload:
+            move_optimizer_state(optimizer, "cpu")
     else:
         optimizer.zero_grad(set_to_none=True)
-    return grad_norm
+    return float(grad_norm)
 
 
 def mean_over_ranks(totals: dict[str, float], dp_size: int) -> dict[str, float]:
@@ -73,23 +71,22 @@ def mean_over_ranks(totals: dict[str, float], dp_size: int) -> dict[str, float]:
 
 class PPOActor:
     def __init__(self, model, config: ActorConfig, processor=None, optimizer=None, scheduler=None,
-                 dp_size: int = 1, never_sampled: tuple[int, ...] = ()):
+                 dp_size: int = 1, never_sampled: tuple[int, ...] = (), device: torch.device | str = "cpu"):
         self.model, self.config, self.processor = model, config, processor
         self.never_sampled = never_sampled  # token ids no rollout samples: the policy gives them probability 0
         self.optimizer, self.scheduler, self.dp_size = optimizer, scheduler, dp_size
+        self.device = torch.device(device)
         self.policy_loss = get_policy_loss_fn(config.policy_loss)
+        self.last_padding_ratio = 1.0
 
     @torch.no_grad()
     def compute_log_prob(self, data: DataProto, micro_size: int, temperature: float = 1.0,
                          calculate_entropy: bool = False, use_dynamic_bsz: bool = False,
                          max_token_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         self.model.eval()
-        pixels = PixelCache(self.processor)
-        parts, restore = micro_batches(data, micro_size, use_dynamic_bsz, max_token_len)
-        outs = [response_log_probs(self.model, mb, pixels, temperature, calculate_entropy,
-                                   self.never_sampled) for mb in parts]
-        log_probs = torch.cat([o[0] for o in outs])[restore]
-        entropy = torch.cat([o[1] for o in outs])[restore] if calculate_entropy else None
+        log_probs, entropy, self.last_padding_ratio = batched_log_probs(
+            self.model, data, PixelCache(self.processor, self.device), micro_size, temperature, calculate_entropy,
+            self.never_sampled, use_dynamic_bsz, max_token_len)
         return log_probs, entropy
 
     def update_policy(self, data: DataProto, mini_batch_rows: int, temperature: float = 1.0) -> dict[str, float]:
@@ -97,7 +94,7 @@ class PPOActor:
         optimizer step per mini-batch. Returns metrics averaged over mini-batches and ranks."""
         cfg = self.config
         self.model.train()
-        pixels = PixelCache(self.processor)
+        pixels = PixelCache(self.processor, self.device)
         metrics: dict[str, list[float]] = defaultdict(list)
         generator = torch.Generator().manual_seed(0)
         for _ in range(cfg.ppo_epochs):
@@ -117,8 +114,8 @@ class PPOActor:
         agg = global_counts(mini, self.dp_size)
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = defaultdict(float)
-        parts, _ = micro_batches(mini, cfg.ppo_micro_batch_size_per_gpu, cfg.use_dynamic_bsz,
-                                 cfg.ppo_max_token_len_per_gpu)
+        parts = MicroBatches(mini, cfg.ppo_micro_batch_size_per_gpu, cfg.use_dynamic_bsz,
+                             cfg.ppo_max_token_len_per_gpu)
         for mb in parts:
             mask = response_mask_of(mb).float()
             share = mask.sum().item() / max(1.0, agg["global_tokens"]) * self.dp_size  # token-weighted means
@@ -143,7 +140,8 @@ class PPOActor:
             totals["actor/pg_clipfrac"] += clipfrac.item() * share
             totals["actor/ppo_kl"] += ppo_kl.item() * share
             totals["actor/pg_clipfrac_lower"] += clipfrac_lower.item() * share
-        grad_norm = step_if_finite(self.model, self.optimizer, cfg.grad_clip)
+        totals["perf/padding_ratio"] = parts.padding_ratio()
+        grad_norm = step_if_finite(self.model, self.optimizer, cfg.grad_clip, cfg.fsdp_config.optimizer_offload)
         out = mean_over_ranks(totals, self.dp_size)
         out["actor/grad_norm"] = grad_norm
         out["actor/grad_norm_nonfinite"] = float(not math.isfinite(grad_norm))

@@ -43,8 +43,11 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class FSDPConfig:
-    param_offload: bool = False  # CUDA only
-    optimizer_offload: bool = False  # CUDA only
+    """Offload switches as in veRL (CUDA only: on CPU everything already lives on the host)."""
+
+    param_offload: bool = False  # sharded parameters (and gradients) on the host between worker calls
+    optimizer_offload: bool = False  # Adam's moments on the host between updates
+    offload_policy: bool = False  # FSDP2's CPUOffloadPolicy: shards on the host, each layer copied in to compute
     mixed_precision: bool = True  # bf16 compute with fp32 reduce on CUDA; ignored on CPU (fp32)
 
 
@@ -99,6 +102,7 @@ class RolloutConfig:
     top_k: int = -1
     do_sample: bool = True
     response_length: int = 64
+    micro_batch_size: int | None = None  # hf: rows per generate call (None: the whole batch at once)
     log_prob_micro_batch_size_per_gpu: int = 8
     log_prob_use_dynamic_bsz: bool = False
     log_prob_max_token_len_per_gpu: int = 16384
@@ -128,6 +132,16 @@ class RolloutConfig:
 
 
 @dataclass(frozen=True)
+class RefConfig:
+    """actor_rollout_ref.ref: the frozen reference policy (bf16 weights on CUDA: it never steps)."""
+
+    log_prob_micro_batch_size_per_gpu: int | None = None  # None: the rollout's
+    log_prob_use_dynamic_bsz: bool | None = None
+    log_prob_max_token_len_per_gpu: int | None = None
+    fsdp_config: FSDPConfig = field(default_factory=FSDPConfig)
+
+
+@dataclass(frozen=True)
 class CriticConfig:
     ppo_mini_batch_size: int = 8
     ppo_micro_batch_size_per_gpu: int = 4
@@ -144,7 +158,7 @@ class CriticConfig:
 
 _NESTED = {
     ("ActorConfig", "optim"): OptimConfig, ("ActorConfig", "fsdp_config"): FSDPConfig,
-    ("RolloutConfig", "val_kwargs"): SamplingConfig,
+    ("RolloutConfig", "val_kwargs"): SamplingConfig, ("RefConfig", "fsdp_config"): FSDPConfig,
     ("CriticConfig", "optim"): OptimConfig, ("CriticConfig", "fsdp_config"): FSDPConfig,
     ("CriticConfig", "model"): ModelConfig,
 }

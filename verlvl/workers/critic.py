@@ -8,27 +8,32 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from verlvl.engine.batching import pad_responses
+from verlvl.engine.forward import PixelCache, dummy_vision, model_inputs, response_mask_of
 from verlvl.protocol import DataProto
 from verlvl.trainer.core_algos import clipped_value_loss, masked_mean
-from verlvl.workers.actor import global_counts, mean_over_ranks, step_if_finite
+from verlvl.workers.actor import MicroBatches, global_counts, mean_over_ranks, step_if_finite
 from verlvl.workers.config import CriticConfig
-from verlvl.workers.forward import PixelCache, micro_batches, model_inputs, response_mask_of
-from verlvl.workers.fsdp_utils import dummy_vision
 
 
 class ValueModel(nn.Module):
     """The backbone without its LM head, plus a linear value head (zero-initialised: values start at 0)."""
 
-    def __init__(self, path: str, gradient_checkpointing: bool = False):
+    def __init__(self, path: str, gradient_checkpointing: bool = False, empty: bool = False,
+                 dtype: torch.dtype = torch.float32):
         super().__init__()
-        from transformers import AutoModel
+        from transformers import AutoConfig, AutoModel
 
-        self.model = AutoModel.from_pretrained(path, dtype=torch.float32)
+        if empty:  # the architecture on the meta device; the weights come by broadcast (engine/loading.py)
+            with torch.device("meta"):
+                self.model = AutoModel.from_config(AutoConfig.from_pretrained(path), dtype=dtype)
+        else:
+            self.model = AutoModel.from_pretrained(path, dtype=dtype)
         if gradient_checkpointing:
             self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         config = self.model.config
         hidden = getattr(getattr(config, "text_config", config), "hidden_size")
-        self.value_head = nn.Linear(hidden, 1)
+        self.value_head = nn.Linear(hidden, 1, device="meta" if empty else None, dtype=dtype)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
         self._no_split_modules = list(getattr(self.model, "_no_split_modules", None) or [])
@@ -45,9 +50,10 @@ class ValueModel(nn.Module):
 
 class PPOCritic:
     def __init__(self, model: ValueModel, config: CriticConfig, processor=None, optimizer=None, scheduler=None,
-                 dp_size: int = 1):
+                 dp_size: int = 1, device: torch.device | str = "cpu"):
         self.model, self.config, self.processor = model, config, processor
         self.optimizer, self.scheduler, self.dp_size = optimizer, scheduler, dp_size
+        self.device = torch.device(device)
 
     def _values(self, mb: DataProto, pixels: PixelCache) -> torch.Tensor:
         r = mb.batch["responses"].shape[-1]
@@ -59,15 +65,16 @@ class PPOCritic:
     @torch.no_grad()
     def compute_values(self, data: DataProto) -> torch.Tensor:
         self.model.eval()
-        pixels = PixelCache(self.processor)
-        parts, restore = micro_batches(data, self.config.ppo_micro_batch_size_per_gpu, self.config.use_dynamic_bsz,
-                                       self.config.ppo_max_token_len_per_gpu)
-        return torch.cat([self._values(mb, pixels) for mb in parts])[restore]
+        pixels = PixelCache(self.processor, self.device)
+        parts = MicroBatches(data, self.config.ppo_micro_batch_size_per_gpu, self.config.use_dynamic_bsz,
+                             self.config.ppo_max_token_len_per_gpu)
+        r = data.batch["responses"].shape[-1]
+        return torch.cat([pad_responses(self._values(mb, pixels), r) for mb in parts])[parts.restore()]
 
     def update_critic(self, data: DataProto, mini_batch_rows: int) -> dict[str, float]:
         cfg = self.config
         self.model.train()
-        pixels = PixelCache(self.processor)
+        pixels = PixelCache(self.processor, self.device)
         metrics: dict[str, list[float]] = defaultdict(list)
         for _ in range(cfg.ppo_epochs):
             for start in range(0, len(data), mini_batch_rows):
@@ -75,8 +82,8 @@ class PPOCritic:
                 agg = global_counts(mini, self.dp_size)
                 self.optimizer.zero_grad(set_to_none=True)
                 totals = defaultdict(float)
-                parts, _ = micro_batches(mini, cfg.ppo_micro_batch_size_per_gpu, cfg.use_dynamic_bsz,
-                                         cfg.ppo_max_token_len_per_gpu)
+                parts = MicroBatches(mini, cfg.ppo_micro_batch_size_per_gpu, cfg.use_dynamic_bsz,
+                                     cfg.ppo_max_token_len_per_gpu)
                 for mb in parts:
                     mask = response_mask_of(mb).float()
                     vpreds = self._values(mb, pixels)
@@ -87,7 +94,8 @@ class PPOCritic:
                     totals["critic/vf_loss"] += loss.item()
                     totals["critic/vf_clipfrac"] += clipfrac.item() * share
                     totals["critic/vpred_mean"] += masked_mean(vpreds.detach(), mask).item() * share
-                grad_norm = step_if_finite(self.model, self.optimizer, cfg.grad_clip)
+                totals["perf/critic_padding_ratio"] = parts.padding_ratio()
+                grad_norm = step_if_finite(self.model, self.optimizer, cfg.grad_clip, cfg.fsdp_config.optimizer_offload)
                 for k, v in mean_over_ranks(totals, self.dp_size).items():
                     metrics[k].append(v)
                 metrics["critic/grad_norm"].append(grad_norm)

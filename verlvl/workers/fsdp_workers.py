@@ -1,23 +1,32 @@
-"""The worker classes the trainer drives: ActorRolloutRefWorker (roles chosen at creation) and CriticWorker."""
+"""The worker classes the trainer drives: ActorRolloutRefWorker (roles chosen at creation) and CriticWorker.
+
+Every method that takes a batch passes the device boundary (engine/placement.py): its DataProto arrives on
+the worker's device, its result leaves on the CPU. Models whose fsdp_config says param_offload live on the
+host between calls and come to the device for the duration of one (`_resident`)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 
 import torch
 import torch.distributed as dist
 
+from verlvl.engine.checkpoint import export_hf, load_sharded, save_sharded
+from verlvl.engine.forward import install_dummy_vision_pass
+from verlvl.engine.fsdp import apply_fsdp2, freeze_vision_tower, fsdp_kwargs, move_model
+from verlvl.engine.loading import load_model, load_sharded as load_sharded_model
+from verlvl.engine.placement import device_boundary, empty_cache, memory_metrics
+from verlvl.engine.state_dict import full_weights
 from verlvl.models.processor import load_processor, load_tokenizer
 from verlvl.protocol import DataProto
 from verlvl.single_controller import Dispatch, Worker, register
+from verlvl.utils.device import current_device
 from verlvl.workers.actor import PPOActor, build_optimizer
-from verlvl.workers.checkpoint_io import export_hf, load_sharded, save_sharded
-from verlvl.workers.config import ActorConfig, CriticConfig, ModelConfig, RolloutConfig, from_mapping
+from verlvl.workers.config import (ActorConfig, CriticConfig, FSDPConfig, ModelConfig, RefConfig, RolloutConfig,
+                                   from_mapping)
 from verlvl.workers.critic import PPOCritic, ValueModel
-from verlvl.workers.fsdp_utils import (apply_fsdp2, freeze_vision_tower, full_state_dict, install_dummy_vision_pass,
-                                       load_model)
-from verlvl.utils.device import is_cuda_available
 from verlvl.workers.rollout import ROLLOUT_ENGINES
 from verlvl.workers.rollout.base import never_sampled_ids
 
@@ -30,13 +39,56 @@ VERL_ROLLOUT_KEYS = frozenset({"mode", "ignore_eos", "log_prob_micro_batch_size"
                                 "calculate_log_probs", "multi_turn", "agent", "layered_summon"})
 VERL_MODEL_KEYS = frozenset({"use_remove_padding", "use_liger", "external_lib", "override_config", "lora_rank",
                               "lora_alpha", "target_modules", "use_shm", "use_fused_kernels", "custom_chat_template"})
+VERL_REF_KEYS = frozenset({"strategy", "ulysses_sequence_parallel_size", "use_torch_compile", "log_prob_micro_batch_size",
+                            "profiler", "entropy_from_logits_with_chunking", "entropy_checkpointing"})
 
 
 def _dp_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
-class ActorRolloutRefWorker(Worker):
+class ModelWorker(Worker):
+    """What both worker classes do with a model: load it sharded, keep it where fsdp_config says."""
+
+    def __init__(self):
+        super().__init__()
+        self.device = current_device()
+        self._offloaded: set[int] = set()
+
+    def _load(self, build, fsdp_config: FSDPConfig, param_dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
+        """`build(empty)` -> model; sharded with FSDP2 (when distributed), weights broadcast from rank 0."""
+        on_cuda = self.device.type == "cuda"
+
+        def shard(model):
+            if not dist.is_initialized():
+                return model
+            model = apply_fsdp2(model, **fsdp_kwargs(on_cuda, fsdp_config.mixed_precision,
+                                                     fsdp_config.offload_policy, param_dtype))
+            install_dummy_vision_pass(model)
+            return model
+
+        model = load_sharded_model(build, shard, self.device, keep_on_host=on_cuda and fsdp_config.offload_policy)
+        if on_cuda and fsdp_config.param_offload and not fsdp_config.offload_policy:
+            move_model(model, "cpu")
+            self._offloaded.add(id(model))
+        return model
+
+    @contextlib.contextmanager
+    def _resident(self, *models):
+        """The models' parameters on the device for the duration (those kept on the host between calls)."""
+        moved = [m for m in models if m is not None and id(m) in self._offloaded]
+        for model in moved:
+            move_model(model, self.device)
+        try:
+            yield
+        finally:
+            for model in moved:
+                move_model(model, "cpu")
+            if moved:
+                empty_cache(self.device)
+
+
+class ActorRolloutRefWorker(ModelWorker):
     """Holds the actor (FSDP2 + AdamW), its rollout engine (hf on the actor's own weights, or vllm fed
     them after each update), and/or the reference model, as `role` says. Config: the actor_rollout_ref
     section (model, actor, rollout, ref)."""
@@ -52,8 +104,7 @@ class ActorRolloutRefWorker(Worker):
         self.actor_config = from_mapping(ActorConfig, config.get("actor"), "actor_rollout_ref.actor", VERL_ACTOR_KEYS)
         self.rollout_config = from_mapping(RolloutConfig, config.get("rollout"), "actor_rollout_ref.rollout",
                                            VERL_ROLLOUT_KEYS)
-        self.ref_micro_batch = int((config.get("ref") or {}).get("log_prob_micro_batch_size_per_gpu",
-                                                                 self.rollout_config.log_prob_micro_batch_size_per_gpu))
+        self.ref_config = from_mapping(RefConfig, config.get("ref"), "actor_rollout_ref.ref", VERL_REF_KEYS)
         self.build_rollout = ROLLOUT_ENGINES.lookup(self.rollout_config.name)
         self.rollout_config = dataclasses.replace(self.rollout_config, seed=int(config.get("seed", 0)))
         # The rollout mesh: ranks of one tensor-parallel engine get the same prompts; one returns them.
@@ -63,75 +114,95 @@ class ActorRolloutRefWorker(Worker):
 
     @register(Dispatch.ONE_TO_ALL)
     def init_model(self) -> None:
-        path = self.model_config.path
+        path, mc = self.model_config.path, self.model_config
         self.tokenizer, self.processor = load_tokenizer(path), load_processor(path)
         self.actor = self.rollout = self.ref = None
         never_sampled = never_sampled_ids(self.tokenizer)  # the policy gives these probability 0
         if self.has_actor or self.has_rollout:
-            model = load_model(path, self.model_config.enable_gradient_checkpointing,
-                               self.model_config.trust_remote_code, self.model_config.attn_implementation)
-            if self.actor_config.freeze_vision_tower:
-                log.info("froze %d vision-tower parameters", freeze_vision_tower(model))
-            model = self._shard(model, self.actor_config.fsdp_config)
+            def build_actor(empty: bool):
+                model = load_model(path, mc.enable_gradient_checkpointing, mc.trust_remote_code,
+                                   mc.attn_implementation, empty=empty)
+                if self.actor_config.freeze_vision_tower:
+                    log.info("froze %d vision-tower parameters", freeze_vision_tower(model))
+                return model
+
+            model = self._load(build_actor, self.actor_config.fsdp_config)
             optimizer = scheduler = None
             if self.has_actor:
                 optimizer, scheduler = build_optimizer(model, self.actor_config.optim)
             self.actor = PPOActor(model, self.actor_config, self.processor, optimizer, scheduler, _dp_size(),
-                                  never_sampled)
+                                  never_sampled, self.device)
             if self.has_rollout:
                 self.rollout = self.build_rollout(model, path, self.tokenizer, self.processor, self.rollout_config,
-                                                  self._compute_dtype())
-                self.rollout.sync_weights(model)
+                                                  self._compute_dtype(), self.device)
+                with self._resident(model):
+                    self.rollout.sync_weights(model)
         if self.has_ref:
-            ref_model = load_model(path, trust_remote_code=self.model_config.trust_remote_code,
-                                   attn_implementation=self.model_config.attn_implementation)
+            # The reference never steps: on CUDA its weights are bf16 (no fp32 master copy).
+            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+
+            def build_ref(empty: bool):
+                return load_model(path, trust_remote_code=mc.trust_remote_code,
+                                  attn_implementation=mc.attn_implementation, dtype=dtype, empty=empty)
+
+            ref_model = self._load(build_ref, self.ref_config.fsdp_config)
             ref_model.requires_grad_(False)
-            self.ref = PPOActor(self._shard(ref_model, self.actor_config.fsdp_config), self.actor_config,
-                                self.processor, dp_size=_dp_size(), never_sampled=never_sampled)
+            self.ref = PPOActor(ref_model, self.actor_config, self.processor, dp_size=_dp_size(),
+                                never_sampled=never_sampled, device=self.device)
 
     def _compute_dtype(self) -> torch.dtype:
-        mixed = self.actor_config.fsdp_config.mixed_precision and is_cuda_available() and dist.is_initialized()
+        mixed = self.actor_config.fsdp_config.mixed_precision and self.device.type == "cuda" and dist.is_initialized()
         return torch.bfloat16 if mixed else torch.float32
 
-    def _shard(self, model, fsdp_config):
-        if dist.is_initialized():
-            model = apply_fsdp2(model, fsdp_config.mixed_precision, fsdp_config.param_offload
-                                or fsdp_config.optimizer_offload)
-            install_dummy_vision_pass(model)
-        return model
-
     @register(mesh_name="rollout")
+    @device_boundary
     def generate_sequences(self, prompts: DataProto) -> DataProto:
-        return self.rollout.generate_sequences(prompts)
+        with self._resident(self.actor.model):
+            out = self.rollout.generate_sequences(prompts)
+        empty_cache(self.device)
+        return out
 
     @register(Dispatch.ONE_TO_ALL)
     def sync_rollout_weights(self) -> None:
         """Give the rollout engine the actor's current weights (a no-op for hf, which shares them)."""
         if self.rollout is not None:
-            self.rollout.sync_weights(self.actor.model)
+            with self._resident(self.actor.model):
+                self.rollout.sync_weights(self.actor.model)
 
-    def _log_probs(self, actor: PPOActor, data: DataProto, micro: int, entropy: bool):
+    def _log_probs(self, actor: PPOActor, data: DataProto, micro: int, entropy: bool, dynamic: bool | None = None,
+                   max_tokens: int | None = None):
         cfg = self.rollout_config
-        return actor.compute_log_prob(data, micro, data.meta_info.get("temperature", cfg.temperature), entropy,
-                                      cfg.log_prob_use_dynamic_bsz, cfg.log_prob_max_token_len_per_gpu)
+        with self._resident(actor.model):
+            return actor.compute_log_prob(data, micro, data.meta_info.get("temperature", cfg.temperature), entropy,
+                                          cfg.log_prob_use_dynamic_bsz if dynamic is None else dynamic,
+                                          max_tokens or cfg.log_prob_max_token_len_per_gpu)
 
     @register(Dispatch.DP_COMPUTE_PROTO)
+    @device_boundary
     def compute_log_prob(self, data: DataProto) -> DataProto:
         log_probs, entropy = self._log_probs(self.actor, data, self.rollout_config.log_prob_micro_batch_size_per_gpu,
                                              True)
-        return DataProto.from_dict({"old_log_probs": log_probs, "entropys": entropy})
+        return DataProto.from_dict({"old_log_probs": log_probs, "entropys": entropy},
+                                   meta_info={"metrics": {"perf/log_prob_padding_ratio": self.actor.last_padding_ratio}})
 
     @register(Dispatch.DP_COMPUTE_PROTO)
+    @device_boundary
     def compute_ref_log_prob(self, data: DataProto) -> DataProto:
-        log_probs, _ = self._log_probs(self.ref, data, self.ref_micro_batch, False)
+        ref = self.ref_config
+        micro = ref.log_prob_micro_batch_size_per_gpu or self.rollout_config.log_prob_micro_batch_size_per_gpu
+        log_probs, _ = self._log_probs(self.ref, data, micro, False, ref.log_prob_use_dynamic_bsz,
+                                       ref.log_prob_max_token_len_per_gpu)
         return DataProto.from_dict({"ref_log_prob": log_probs})
 
     @register(Dispatch.DP_COMPUTE_PROTO)
+    @device_boundary
     def update_actor(self, data: DataProto) -> DataProto:
         rows = data.meta_info.get("ppo_mini_batch_rows") or (
             self.actor_config.ppo_mini_batch_size * self.rollout_config.n // _dp_size())
         temperature = data.meta_info.get("temperature", self.rollout_config.temperature)
-        metrics = self.actor.update_policy(data, max(1, int(rows)), temperature)
+        with self._resident(self.actor.model):
+            metrics = self.actor.update_policy(data, max(1, int(rows)), temperature)
+        metrics.update(memory_metrics(self.device, "perf/update_actor"))
         return DataProto(meta_info={"metrics": metrics})
 
     @register(Dispatch.ONE_TO_ALL)
@@ -144,15 +215,17 @@ class ActorRolloutRefWorker(Worker):
     def load_checkpoint(self, path: str) -> None:
         load_sharded(path, self.actor.model, self.actor.optimizer, self.actor.scheduler)
         if self.rollout is not None:
-            self.rollout.sync_weights(self.actor.model)
+            with self._resident(self.actor.model):
+                self.rollout.sync_weights(self.actor.model)
 
     @register(Dispatch.ONE_TO_ALL)
     def get_full_state_dict(self, which: str = "actor") -> dict:
+        """Every rank's full copy on the CPU (for tests and tools; checkpoints gather to rank 0 only)."""
         model = (self.actor if which == "actor" else self.ref).model
-        return full_state_dict(model)
+        return {name: t.cpu().clone() for name, t in full_weights(model, 1 << 30)}
 
 
-class CriticWorker(Worker):
+class CriticWorker(ModelWorker):
     """The critic (a value head on the backbone, FSDP2 + AdamW). Config: the critic section."""
 
     def __init__(self, config: dict):
@@ -166,12 +239,10 @@ class CriticWorker(Worker):
     def init_model(self) -> None:
         path = self.config.model.path
         self.processor = load_processor(path)
-        model = ValueModel(path, self.config.model.enable_gradient_checkpointing)
-        if dist.is_initialized():
-            model = apply_fsdp2(model, self.config.fsdp_config.mixed_precision, self.config.fsdp_config.param_offload)
-            install_dummy_vision_pass(model)
+        gradient_checkpointing = self.config.model.enable_gradient_checkpointing
+        model = self._load(lambda empty: ValueModel(path, gradient_checkpointing, empty), self.config.fsdp_config)
         optimizer, scheduler = build_optimizer(model, self.config.optim)
-        self.critic = PPOCritic(model, self.config, self.processor, optimizer, scheduler, _dp_size())
+        self.critic = PPOCritic(model, self.config, self.processor, optimizer, scheduler, _dp_size(), self.device)
 
     @register(Dispatch.ONE_TO_ALL)
     def save_checkpoint(self, path: str) -> None:
@@ -182,11 +253,16 @@ class CriticWorker(Worker):
         load_sharded(path, self.critic.model, self.critic.optimizer, self.critic.scheduler)
 
     @register(Dispatch.DP_COMPUTE_PROTO)
+    @device_boundary
     def compute_values(self, data: DataProto) -> DataProto:
-        return DataProto.from_dict({"values": self.critic.compute_values(data)})
+        with self._resident(self.critic.model):
+            return DataProto.from_dict({"values": self.critic.compute_values(data)})
 
     @register(Dispatch.DP_COMPUTE_PROTO)
+    @device_boundary
     def update_critic(self, data: DataProto) -> DataProto:
         rows = data.meta_info.get("ppo_mini_batch_rows") or (
             self.config.ppo_mini_batch_size * self.rollout_n // _dp_size())
-        return DataProto(meta_info={"metrics": self.critic.update_critic(data, max(1, int(rows)))})
+        with self._resident(self.critic.model):
+            metrics = self.critic.update_critic(data, max(1, int(rows)))
+        return DataProto(meta_info={"metrics": metrics})

@@ -50,7 +50,7 @@ def build_rollout_batch(data: DataProto, responses: torch.Tensor, response_mask:
     input_ids, attention_mask = data.batch["input_ids"], data.batch["attention_mask"]
     position_ids = data.batch["position_ids"]
     r = responses.shape[1]
-    delta = torch.arange(1, r + 1, dtype=position_ids.dtype)
+    delta = torch.arange(1, r + 1, dtype=position_ids.dtype, device=position_ids.device)
     if position_ids.dim() == 3:  # (B, 3, P): text after the prompt advances all three axes together
         response_positions = position_ids[:, :, -1:] + delta.view(1, 1, -1)
     else:

@@ -1,20 +1,52 @@
-"""The hf rollout: transformers `generate` on the actor's own (unsharded) weights, images and all."""
+"""The hf rollout: transformers `generate` on the actor's own (unsharded) weights, images and all, in
+micro-batches; no per-step logits are kept, the rollout's log-probs come from one chunked forward."""
 
 from __future__ import annotations
 
 import torch
+from transformers import GenerationConfig
 
+from verlvl.engine.forward import PixelCache, batched_log_probs, first_token_column
+from verlvl.engine.fsdp import unsharded
 from verlvl.protocol import DataProto
 from verlvl.workers.config import RolloutConfig
-from verlvl.workers.forward import PixelCache, first_token_column, token_log_probs
-from verlvl.workers.fsdp_utils import unsharded
 from verlvl.workers.rollout.base import (build_rollout_batch, eos_ids_of, never_sampled_ids, pad_id_of,
                                          sampling_params)
 
 
+def generation_config(params: dict, max_new_tokens: int, eos_ids: list[int], pad_id: int,
+                      suppress: list[int]) -> GenerationConfig:
+    """Sampling from the rollout config alone: every field that shapes the distribution is set, so nothing
+    of a checkpoint's generation_config.json (Qwen-VL ships repetition_penalty 1.05, top_k 1) leaks in."""
+    sample = bool(params["do_sample"])
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=sample, num_beams=1, use_cache=True,
+        temperature=params["temperature"] if sample else 1.0, top_p=params["top_p"] if sample else 1.0,
+        top_k=(params["top_k"] or 0) if sample else 0, min_p=None, typical_p=1.0, repetition_penalty=1.0,
+        no_repeat_ngram_size=0, length_penalty=1.0, min_new_tokens=0, bad_words_ids=None,
+        eos_token_id=eos_ids, pad_token_id=pad_id, suppress_tokens=suppress or None, begin_suppress_tokens=None,
+        forced_bos_token_id=None, forced_eos_token_id=None, return_dict_in_generate=False)
+
+
+class _OwnGenerationConfig:
+    """generate() fills what a config leaves unset from model.generation_config: for the duration, that
+    is our config too."""
+
+    def __init__(self, model, config: GenerationConfig):
+        self.model, self.config = model, config
+
+    def __enter__(self):
+        self.saved = getattr(self.model, "generation_config", None)
+        self.model.generation_config = self.config
+
+    def __exit__(self, *exc):
+        self.model.generation_config = self.saved
+
+
 class HFRollout:
-    def __init__(self, model, tokenizer, processor, config: RolloutConfig):
+    def __init__(self, model, tokenizer, processor, config: RolloutConfig, device: torch.device | str = "cpu"):
         self.model, self.tokenizer, self.processor, self.config = model, tokenizer, processor, config
+        self.device = torch.device(device)
         self.eos_ids = eos_ids_of(getattr(model, "generation_config", None), tokenizer)
         self.pad_id = pad_id_of(tokenizer, self.eos_ids)
         self.suppress = list(never_sampled_ids(tokenizer))
@@ -29,37 +61,37 @@ class HFRollout:
         prompt+response and the rollout's own log-probs of each sampled token."""
         params = sampling_params(self.config, prompts.meta_info)
         data = prompts.repeat(params["n"], interleave=True) if params["n"] > 1 else prompts
+        r = self.config.response_length
+        config = generation_config(params, r, self.eos_ids, self.pad_id, self.suppress)
+        pixels = PixelCache(self.processor, self.device)
+        micro = self.config.micro_batch_size or len(data)
+        self.model.eval()
+        with unsharded(self.model), _OwnGenerationConfig(self.model, config):
+            responses = torch.cat([self._generate(part, config, pixels, r) for part in data.split(micro)])
+            responses, response_mask = self._pad_after_eos(responses)
+            out = build_rollout_batch(data, responses, response_mask, torch.zeros_like(responses, dtype=torch.float32))
+            temperature = params["temperature"] if params["do_sample"] else 1.0
+            log_probs, _, _ = batched_log_probs(self.model, out, pixels, self.config.log_prob_micro_batch_size_per_gpu,
+                                                temperature, False, self.suppress)
+        out.batch["rollout_log_probs"] = log_probs.masked_fill(response_mask == 0, 0.0)
+        return out
+
+    def _generate(self, data: DataProto, config: GenerationConfig, pixels: PixelCache, r: int) -> torch.Tensor:
+        """(B, r) sampled tokens of one micro-batch (padded with pad_id where generation stopped early)."""
         input_ids, attention_mask = data.batch["input_ids"], data.batch["attention_mask"]
-        p, r = input_ids.shape[1], self.config.response_length
         start = first_token_column(attention_mask)  # padding every row shares is not computed
         kwargs = {"input_ids": input_ids[:, start:], "attention_mask": attention_mask[:, start:]}
-        kwargs.update(PixelCache(self.processor).rows(data))
+        kwargs.update(pixels.rows(data))
         if self.image_token_id is not None:
             kwargs["mm_token_type_ids"] = (kwargs["input_ids"] == self.image_token_id).int()
-        gen = dict(max_new_tokens=r, do_sample=params["do_sample"], eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
-                   suppress_tokens=self.suppress or None, return_dict_in_generate=True, output_logits=True,
-                   use_cache=True)
-        if params["do_sample"]:
-            gen.update(temperature=params["temperature"], top_p=params["top_p"], top_k=params["top_k"])
-        self.model.eval()
-        with unsharded(self.model):
-            out = self.model.generate(**kwargs, **gen)
-        responses = out.sequences[:, p - start:]
-        temperature = params["temperature"] if params["do_sample"] else 1.0
-        log_probs, _ = token_log_probs(torch.stack(out.logits, dim=1), responses, temperature, self.suppress)
-        responses, response_mask, log_probs = self._pad_after_eos(responses, log_probs, r)
-        return build_rollout_batch(data, responses, response_mask, log_probs)
+        sequences = self.model.generate(**kwargs, generation_config=config)
+        responses = sequences[:, input_ids.shape[1] - start:]
+        if responses.shape[1] < r:
+            responses = torch.nn.functional.pad(responses, (0, r - responses.shape[1]), value=self.pad_id)
+        return responses
 
-    def _pad_after_eos(self, responses: torch.Tensor, log_probs: torch.Tensor, r: int):
-        """Mask = 1 up to and including the first EOS; pad everything after it and up to length r."""
-        b, t = responses.shape
-        is_eos = torch.isin(responses, torch.tensor(self.eos_ids))
+    def _pad_after_eos(self, responses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask = 1 up to and including the first EOS; pad_id everywhere after it."""
+        is_eos = torch.isin(responses, torch.tensor(self.eos_ids, device=responses.device))
         after_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0
-        mask = (~after_eos).long()
-        responses = responses.masked_fill(after_eos, self.pad_id)
-        log_probs = log_probs.masked_fill(after_eos, 0.0)
-        if t < r:
-            responses = torch.cat([responses, torch.full((b, r - t), self.pad_id, dtype=responses.dtype)], dim=1)
-            log_probs = torch.cat([log_probs, torch.zeros(b, r - t)], dim=1)
-            mask = torch.cat([mask, torch.zeros(b, r - t, dtype=mask.dtype)], dim=1)
-        return responses, mask, log_probs
+        return responses.masked_fill(after_eos, self.pad_id), (~after_eos).long()

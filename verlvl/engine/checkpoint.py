@@ -1,4 +1,5 @@
-"""Worker-side checkpoints: sharded model + optimizer (torch DCP), scheduler and RNG per rank, HF export."""
+"""Checkpoints: sharded model + optimizer (torch DCP), scheduler and RNG per rank; the HF export gathered
+to rank 0 only, in the checkpoint's own dtype (bf16 for the released Qwen-VL models)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from verlvl.workers.fsdp_utils import full_state_dict
+from verlvl.engine.state_dict import rank0_state_dict
 
 
 def _rank() -> int:
@@ -54,11 +55,21 @@ def load_sharded(path: str, model, optimizer=None, scheduler=None) -> None:
         scheduler.load_state_dict(extra["scheduler"])
 
 
+def export_dtype(model) -> torch.dtype | None:
+    """The dtype the checkpoint was released in (recorded by the loader), so an export is the size of the
+    original; without a record, the model's config."""
+    dtype = getattr(model, "release_dtype", None) or getattr(getattr(model, "config", None), "dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) else None
+
+
 def export_hf(path: str, model, tokenizer, processor=None) -> None:
     """A folder that AutoModelForImageTextToText (or AutoModelForCausalLM) loads, with tokenizer,
-    processor and generation config. All ranks gather; rank 0 writes."""
-    state = full_state_dict(model)
-    if _rank() != 0:
+    processor and generation config. Every rank takes part in the gathers; only rank 0 holds the result
+    and writes."""
+    state = rank0_state_dict(model, export_dtype(model))
+    if state is None:
         return
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,187 @@
+"""Forward passes shared by actor, reference, critic and the hf rollout: the model's inputs on the model's
+device, and log-probs / entropy of the response tokens computed in chunks (no full-vocabulary fp32 copy
+of a micro-batch, entropy only when asked for)."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from verlvl.engine.batching import MicroBatches, pad_responses
+from verlvl.engine.fsdp import vision_tower
+from verlvl.models.vision_inputs import image_inputs
+from verlvl.protocol import DataProto
+
+# Positions per chunk of the vocabulary maths: about 256 MiB of fp32 logits at a time.
+CHUNK_BYTES = 256 << 20
+
+
+class PixelCache:
+    """Pixel values of each row's images, computed once per call on the host and moved to `device`:
+    rows repeated for n samples share their image dict, so a prompt's images are processed once."""
+
+    def __init__(self, processor, device: torch.device | str = "cpu"):
+        self.processor, self.device, self._cache = processor, torch.device(device), {}
+
+    def rows(self, data: DataProto) -> dict:
+        if self.processor is None or "multi_modal_data" not in data.non_tensor_batch:
+            return {}
+        pixels, grids = [], []
+        infos = data.non_tensor_batch.get("multi_modal_inputs")
+        for i, mm in enumerate(data.non_tensor_batch["multi_modal_data"]):
+            images = (mm or {}).get("image") or []
+            if not images:
+                continue
+            key = id(mm)
+            if key not in self._cache:
+                expected = (infos[i] or {}).get("image_grid_thw") if infos is not None else None
+                self._cache[key] = image_inputs(self.processor, images, expected)
+            pixels.append(self._cache[key]["pixel_values"])
+            grids.append(self._cache[key]["image_grid_thw"])
+        if not pixels:
+            return {}
+        non_blocking = self.device.type == "cuda"
+        return {"pixel_values": torch.cat(pixels).to(self.device, non_blocking=non_blocking),
+                "image_grid_thw": torch.cat(grids).to(self.device, non_blocking=non_blocking)}
+
+
+def first_token_column(attention_mask: torch.Tensor) -> int:
+    """Index of the first column holding a real token in any row: the columns before it are left
+    padding shared by the whole batch and can be dropped from the forward exactly."""
+    used = attention_mask.sum(0) > 0
+    return int(used.float().argmax()) if used.any() else 0
+
+
+def model_inputs(model, data: DataProto, pixels: PixelCache) -> tuple[dict, bool]:
+    """Keyword arguments for the HF forward (shared left padding cut off), and whether the vision
+    tower needs a dummy pass."""
+    start = first_token_column(data.batch["attention_mask"])
+    position_ids = data.batch["position_ids"][..., start:]
+    if position_ids.dim() == 3:  # (B, 3, L) in the batch; HF wants (3, B, L)
+        position_ids = position_ids.transpose(0, 1)
+    kwargs = {"input_ids": data.batch["input_ids"][:, start:],
+              "attention_mask": data.batch["attention_mask"][:, start:], "position_ids": position_ids,
+              "use_cache": False}
+    kwargs.update(pixels.rows(data))
+    needs_dummy = vision_tower(model) is not None and "pixel_values" not in kwargs
+    return kwargs, needs_dummy
+
+
+def mask_never_sampled(logits: torch.Tensor, token_ids) -> torch.Tensor:
+    """Logits of tokens no rollout may sample (vision specials) at the lowest finite value: probability
+    0, and 0 x logit stays finite in the entropy. Renormalises the policy over the tokens it can sample."""
+    if not token_ids:
+        return logits
+    return logits.index_fill(-1, torch.as_tensor(token_ids, device=logits.device), torch.finfo(logits.dtype).min)
+
+
+def _chunk_stats(logits: torch.Tensor, tokens: torch.Tensor, temperature: float, never_sampled: tuple,
+                 calculate_entropy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    logits = mask_never_sampled(logits, never_sampled)
+    log_z = torch.logsumexp(logits, dim=-1)
+    log_probs = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - log_z
+    if not calculate_entropy:
+        return log_probs, log_probs.new_zeros(())
+    return log_probs, log_z - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+
+
+def token_log_probs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0, never_sampled=(),
+                    calculate_entropy: bool = False, chunk_bytes: int = CHUNK_BYTES
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs of `tokens` (and the entropy) under softmax(logits / temperature) without the tokens in
+    `never_sampled`: the one definition of the policy's probabilities, for the actor and the rollouts.
+
+    The fp32 vocabulary maths runs on chunks of positions; with gradients each chunk is recomputed in the
+    backward pass (activation checkpointing), so only the model's own logits stay alive."""
+    shape, vocab = tokens.shape, logits.shape[-1]
+    flat_logits, flat_tokens = logits.reshape(-1, vocab), tokens.reshape(-1)
+    step = max(1, chunk_bytes // (4 * vocab))
+    grad = torch.is_grad_enabled() and logits.requires_grad
+    never_sampled = tuple(never_sampled)
+    parts = []
+    for start in range(0, flat_tokens.numel(), step):
+        args = (flat_logits[start:start + step], flat_tokens[start:start + step], temperature, never_sampled,
+                calculate_entropy)
+        parts.append(checkpoint(_chunk_stats, *args, use_reentrant=False) if grad else _chunk_stats(*args))
+    if not parts:
+        empty = flat_logits.new_zeros(shape, dtype=torch.float32)
+        return empty, (empty if calculate_entropy else None)
+    log_probs = torch.cat([p[0] for p in parts]).view(shape)
+    entropy = torch.cat([p[1] for p in parts]).view(shape) if calculate_entropy else None
+    return log_probs, entropy
+
+
+def response_log_probs(model, data: DataProto, pixels: PixelCache, temperature: float = 1.0,
+                       calculate_entropy: bool = False, never_sampled=()) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs (and entropy) of the response tokens only: logits are made for the last R+1 positions,
+    never for the prompt. Tokens in `never_sampled` get probability 0, as they do in every rollout."""
+    responses = data.batch["responses"]
+    r = responses.shape[-1]
+    kwargs, needs_dummy = model_inputs(model, data, pixels)
+    with dummy_vision(model, needs_dummy):
+        logits = model(**kwargs, logits_to_keep=r + 1).logits[:, :-1]
+    return token_log_probs(logits, responses, temperature, never_sampled, calculate_entropy)
+
+
+@torch.no_grad()
+def batched_log_probs(model, data: DataProto, pixels: PixelCache, micro_size: int, temperature: float = 1.0,
+                      calculate_entropy: bool = False, never_sampled=(), use_dynamic_bsz: bool = False,
+                      max_token_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """response_log_probs over length-sorted, trimmed micro-batches, in the input's row order; also the
+    padding ratio (computed tokens / real tokens) of those micro-batches."""
+    parts = MicroBatches(data, micro_size, use_dynamic_bsz, max_token_len)
+    r = data.batch["responses"].shape[-1]
+    outs = [response_log_probs(model, mb, pixels, temperature, calculate_entropy, never_sampled) for mb in parts]
+    restore = parts.restore()
+    log_probs = torch.cat([pad_responses(o[0], r) for o in outs])[restore]
+    entropy = torch.cat([pad_responses(o[1], r) for o in outs])[restore] if calculate_entropy else None
+    return log_probs, entropy, parts.padding_ratio()
+
+
+def response_mask_of(data: DataProto) -> torch.Tensor:
+    if "response_mask" in data.batch.keys():
+        return data.batch["response_mask"]
+    r = data.batch["responses"].shape[-1]
+    return data.batch["attention_mask"][:, -r:]
+
+
+def install_dummy_vision_pass(model: nn.Module) -> None:
+    """When `model._verlvl_dummy_vision` is set, run the vision tower on a tiny dummy image right after
+    the token embedding (where a batch with images runs it) and add 0 x its output, so a rank whose
+    micro-batch is text-only does the same FSDP collectives, forward and backward, as its peers."""
+    tower = vision_tower(model)
+    if tower is None or not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    patch_dim = 3 * tower.config.temporal_patch_size * tower.config.patch_size ** 2
+    merge = tower.config.spatial_merge_size
+
+    def hook(module, args, output):
+        if not getattr(model, "_verlvl_dummy_vision", False):
+            return output
+        pixels = torch.zeros(merge * merge, patch_dim, dtype=output.dtype, device=output.device)
+        grid = torch.tensor([[1, merge, merge]], device=output.device)
+        out = tower(pixels, grid_thw=grid)
+        features = getattr(out, "pooler_output", None)
+        features = features if features is not None else (out[0] if isinstance(out, (tuple, list)) else out)
+        return output + 0.0 * features.float().sum()
+
+    model.get_input_embeddings().register_forward_hook(hook)
+
+
+class dummy_vision:
+    """Context: the dummy vision pass on (`active`) or off for the forwards inside."""
+
+    def __init__(self, model: nn.Module, active: bool):
+        self.model, self.active = model, active
+
+    def __enter__(self):
+        self.previous = getattr(self.model, "_verlvl_dummy_vision", False)
+        self.model._verlvl_dummy_vision = self.active
+
+    def __exit__(self, *exc):
+        self.model._verlvl_dummy_vision = self.previous
