@@ -121,3 +121,56 @@ def test_worker_methods_take_batches_to_the_device_and_return_them_on_the_host(t
         assert not any(on_cuda(t) for t in rollout_batch.batch.values())  # the caller's batch was not moved
     assert update.meta_info["metrics"]["actor/grad_norm_nonfinite"] == 0.0
     assert emu.moves_to_cuda > 0 and emu.moves_to_host > 0
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
+def test_offloaded_actor_lives_on_the_host_between_calls_and_computes_on_the_device(tiny_vl_path, rollout_batch,
+                                                                                   monkeypatch):
+    import verlvl.workers.fsdp_workers as fsdp_workers
+    from tests.workers.conftest import actor_config
+
+    monkeypatch.setattr(fsdp_workers, "current_device", lambda: CUDA)
+    config = actor_config(tiny_vl_path, fsdp_config={"param_offload": True, "optimizer_offload": True})
+    seen_on_device = []
+    emu = CudaEmulation()
+    with emu:
+        worker = fsdp_workers.ActorRolloutRefWorker(config, role="actor")
+        worker.init_model()
+        params = list(worker.actor.model.parameters())
+        assert not any(on_cuda(p) for p in params)  # offloaded right after loading
+        real_step = worker.actor.optimizer.step
+
+        def step(*args, **kwargs):
+            seen_on_device.append(all(on_cuda(p) for p in params) and all(
+                on_cuda(v) for s in worker.actor.optimizer.state.values() for k, v in s.items() if k != "step"))
+            return real_step(*args, **kwargs)
+
+        worker.actor.optimizer.step = step
+        worker.update_actor(rollout_batch)
+        worker.update_actor(rollout_batch)  # the second step has Adam's moments to bring over
+        assert not any(on_cuda(p) for p in params)
+        assert not any(on_cuda(v) for s in worker.actor.optimizer.state.values() for v in s.values())
+    assert seen_on_device == [True, True]
+
+
+def test_a_prompts_images_are_processed_once_per_step_on_a_rank(tiny_vl_path, mixed_prompts, monkeypatch):
+    import verlvl.engine.forward as forward
+    from tests.workers.conftest import actor_config
+    from verlvl.workers.fsdp_workers import ActorRolloutRefWorker
+
+    calls = []
+    real = forward.image_inputs
+    monkeypatch.setattr(forward, "image_inputs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    worker = ActorRolloutRefWorker(actor_config(tiny_vl_path), role="actor_rollout_ref")
+    worker.init_model()
+    for step in (1, 2):
+        prompts = mixed_prompts.select(batch_keys=["input_ids", "attention_mask", "position_ids"],
+                                       non_tensor_batch_keys=list(mixed_prompts.non_tensor_batch))
+        prompts.non_tensor_batch["uid"] = __import__("numpy").array([f"{step}-{i}" for i in range(4)], dtype=object)
+        prompts.meta_info["global_step"] = step
+        data = worker.generate_sequences(prompts)
+        data.union(worker.compute_log_prob(data).select(batch_keys=["old_log_probs"]))
+        data.union(worker.compute_ref_log_prob(data))
+        data.batch["advantages"] = torch.ones_like(data.batch["old_log_probs"])
+        worker.update_actor(data)
+        assert len(calls) == 2 * step  # two image prompts, once each per step (n=2 samples, four calls)

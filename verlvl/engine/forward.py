@@ -18,28 +18,49 @@ from verlvl.protocol import DataProto
 CHUNK_BYTES = 256 << 20
 
 
-class PixelCache:
-    """Pixel values of each row's images, computed once per call on the host and moved to `device`:
-    rows repeated for n samples share their image dict, so a prompt's images are processed once."""
+class PixelStore:
+    """Pixel values of each prompt's images for one training step, keyed by the prompt's uid: the rollout,
+    log-prob, values and update calls of a step process a prompt's images once per rank, not once per
+    call. A batch without a uid or a step number (validation) gets no shared entries."""
 
-    def __init__(self, processor, device: torch.device | str = "cpu"):
-        self.processor, self.device, self._cache = processor, torch.device(device), {}
+    def __init__(self):
+        self.step, self.entries = None, {}
+
+    def entries_for(self, data: DataProto) -> dict | None:
+        step = data.meta_info.get("global_step")
+        if step is None or "uid" not in data.non_tensor_batch:
+            return None
+        if step != self.step:
+            self.step, self.entries = step, {}
+        return self.entries
+
+
+class PixelCache:
+    """Pixel values of each row's images, computed on the host and moved to `device`: rows repeated for n
+    samples share their image dict, so a prompt's images are processed once per call, or once per step
+    with a PixelStore."""
+
+    def __init__(self, processor, device: torch.device | str = "cpu", store: PixelStore | None = None):
+        self.processor, self.device, self.store, self._cache = processor, torch.device(device), store, {}
 
     def rows(self, data: DataProto) -> dict:
         if self.processor is None or "multi_modal_data" not in data.non_tensor_batch:
             return {}
         pixels, grids = [], []
         infos = data.non_tensor_batch.get("multi_modal_inputs")
+        shared = self.store.entries_for(data) if self.store is not None else None
+        cache = shared if shared is not None else self._cache
+        uids = data.non_tensor_batch["uid"] if shared is not None else None
         for i, mm in enumerate(data.non_tensor_batch["multi_modal_data"]):
             images = (mm or {}).get("image") or []
             if not images:
                 continue
-            key = id(mm)
-            if key not in self._cache:
+            key = uids[i] if uids is not None else id(mm)
+            if key not in cache:
                 expected = (infos[i] or {}).get("image_grid_thw") if infos is not None else None
-                self._cache[key] = image_inputs(self.processor, images, expected)
-            pixels.append(self._cache[key]["pixel_values"])
-            grids.append(self._cache[key]["image_grid_thw"])
+                cache[key] = image_inputs(self.processor, images, expected)
+            pixels.append(cache[key]["pixel_values"])
+            grids.append(cache[key]["image_grid_thw"])
         if not pixels:
             return {}
         non_blocking = self.device.type == "cuda"

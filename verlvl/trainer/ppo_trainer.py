@@ -17,6 +17,16 @@ from verlvl.trainer.metrics import (compute_data_metrics, compute_mismatch_metri
                                     compute_timing_metrics)
 
 log = logging.getLogger(__name__)
+# What a worker's forward reads of a batch; everything else (ground truth, scores, raw prompts) stays here.
+MODEL_TENSORS = ("input_ids", "attention_mask", "position_ids", "responses", "response_mask")
+MODEL_NON_TENSORS = ("multi_modal_data", "multi_modal_inputs", "uid")
+
+
+def for_workers(batch: DataProto, *tensors: str) -> DataProto:
+    """The part of `batch` a worker call uses: the model inputs and the named tensors (if present)."""
+    keys = [k for k in MODEL_TENSORS + tensors if k in batch.batch.keys()]
+    return batch.select(batch_keys=keys, non_tensor_batch_keys=[k for k in MODEL_NON_TENSORS
+                                                                if k in batch.non_tensor_batch])
 
 
 def total_training_steps(trainer_cfg: dict, batches_per_epoch: int) -> int:
@@ -67,20 +77,20 @@ class PPOTrainer:
                     old_metrics = self.old_log_probs(batch)
                 if self.derived.use_reference:
                     with self.timer("ref", timing):
-                        batch.union(self.actor_rollout_wg.compute_ref_log_prob(batch))
+                        batch.union(self.actor_rollout_wg.compute_ref_log_prob(for_workers(batch)))
                 if self.derived.use_critic:
                     with self.timer("values", timing):
-                        batch.union(self.critic_wg.compute_values(batch))
+                        batch.union(self.critic_wg.compute_values(for_workers(batch)))
                 with self.timer("adv", timing):
                     kl_metrics = self.apply_kl_in_reward(batch)
                     self.compute_advantage(batch)
                 update_metrics = {}
                 if self.derived.use_critic:
                     with self.timer("update_critic", timing):
-                        update_metrics.update(self.critic_wg.update_critic(batch).meta_info["metrics"])
+                        update_metrics.update(self.update_critic(batch))
                 if self.global_step > self.trainer_cfg.get("critic_warmup", 0):
                     with self.timer("update_actor", timing):
-                        update_metrics.update(self.actor_rollout_wg.update_actor(batch).meta_info["metrics"])
+                        update_metrics.update(self.update_actor(batch))
                     with self.timer("weight_sync", timing):
                         self.actor_rollout_wg.sync_rollout_weights()
             metrics = {"training/global_step": self.global_step, "training/epoch": self.train_loader.epoch,
@@ -116,13 +126,20 @@ class PPOTrainer:
         if self.derived.on_policy and "rollout_log_probs" in batch.batch.keys():
             batch.batch["old_log_probs"] = batch.batch["rollout_log_probs"]
             return {}
-        out = self.actor_rollout_wg.compute_log_prob(batch)
+        out = self.actor_rollout_wg.compute_log_prob(for_workers(batch))
         batch.union(out.select(batch_keys=["old_log_probs"]))
         mask = batch.batch["response_mask"].bool()
         metrics = dict(out.meta_info.get("metrics", {}))
         if mask.any():
             metrics["actor/entropy"] = out.batch["entropys"][mask].float().mean().item()
         return metrics
+
+    def update_actor(self, batch: DataProto) -> dict[str, float]:
+        view = for_workers(batch, "old_log_probs", "advantages", "ref_log_prob", "rollout_log_probs")
+        return self.actor_rollout_wg.update_actor(view).meta_info["metrics"]
+
+    def update_critic(self, batch: DataProto) -> dict[str, float]:
+        return self.critic_wg.update_critic(for_workers(batch, "values", "returns")).meta_info["metrics"]
 
     def greedy_baseline(self, batch: DataProto) -> torch.Tensor:
         """ReMax: the score of the greedy response to each prompt."""

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 
 from verlvl.engine.batching import MicroBatches
-from verlvl.engine.forward import PixelCache, batched_log_probs, response_log_probs, response_mask_of
+from verlvl.engine.forward import PixelCache, PixelStore, batched_log_probs, response_log_probs, response_mask_of
 from verlvl.engine.fsdp import clip_grad_norm, is_finite, move_optimizer_state
 from verlvl.protocol import DataProto
 from verlvl.trainer.core_algos import agg_loss, get_policy_loss_fn, kl_penalty
@@ -71,11 +71,12 @@ def mean_over_ranks(totals: dict[str, float], dp_size: int) -> dict[str, float]:
 
 class PPOActor:
     def __init__(self, model, config: ActorConfig, processor=None, optimizer=None, scheduler=None,
-                 dp_size: int = 1, never_sampled: tuple[int, ...] = (), device: torch.device | str = "cpu"):
+                 dp_size: int = 1, never_sampled: tuple[int, ...] = (), device: torch.device | str = "cpu",
+                 pixel_store: PixelStore | None = None):
         self.model, self.config, self.processor = model, config, processor
         self.never_sampled = never_sampled  # token ids no rollout samples: the policy gives them probability 0
         self.optimizer, self.scheduler, self.dp_size = optimizer, scheduler, dp_size
-        self.device = torch.device(device)
+        self.device, self.pixel_store = torch.device(device), pixel_store
         self.policy_loss = get_policy_loss_fn(config.policy_loss)
         self.last_padding_ratio = 1.0
 
@@ -85,7 +86,7 @@ class PPOActor:
                          max_token_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         self.model.eval()
         log_probs, entropy, self.last_padding_ratio = batched_log_probs(
-            self.model, data, PixelCache(self.processor, self.device), micro_size, temperature, calculate_entropy,
+            self.model, data, PixelCache(self.processor, self.device, self.pixel_store), micro_size, temperature, calculate_entropy,
             self.never_sampled, use_dynamic_bsz, max_token_len)
         return log_probs, entropy
 
@@ -94,7 +95,7 @@ class PPOActor:
         optimizer step per mini-batch. Returns metrics averaged over mini-batches and ranks."""
         cfg = self.config
         self.model.train()
-        pixels = PixelCache(self.processor, self.device)
+        pixels = PixelCache(self.processor, self.device, self.pixel_store)
         metrics: dict[str, list[float]] = defaultdict(list)
         generator = torch.Generator().manual_seed(0)
         for _ in range(cfg.ppo_epochs):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from verlvl.engine.batching import pad_responses
-from verlvl.engine.forward import PixelCache, dummy_vision, model_inputs, response_mask_of
+from verlvl.engine.forward import PixelCache, PixelStore, dummy_vision, model_inputs, response_mask_of
 from verlvl.protocol import DataProto
 from verlvl.trainer.core_algos import clipped_value_loss, masked_mean
 from verlvl.workers.actor import MicroBatches, global_counts, mean_over_ranks, step_if_finite
@@ -50,10 +50,10 @@ class ValueModel(nn.Module):
 
 class PPOCritic:
     def __init__(self, model: ValueModel, config: CriticConfig, processor=None, optimizer=None, scheduler=None,
-                 dp_size: int = 1, device: torch.device | str = "cpu"):
+                 dp_size: int = 1, device: torch.device | str = "cpu", pixel_store: PixelStore | None = None):
         self.model, self.config, self.processor = model, config, processor
         self.optimizer, self.scheduler, self.dp_size = optimizer, scheduler, dp_size
-        self.device = torch.device(device)
+        self.device, self.pixel_store = torch.device(device), pixel_store
 
     def _values(self, mb: DataProto, pixels: PixelCache) -> torch.Tensor:
         r = mb.batch["responses"].shape[-1]
@@ -65,7 +65,7 @@ class PPOCritic:
     @torch.no_grad()
     def compute_values(self, data: DataProto) -> torch.Tensor:
         self.model.eval()
-        pixels = PixelCache(self.processor, self.device)
+        pixels = PixelCache(self.processor, self.device, self.pixel_store)
         parts = MicroBatches(data, self.config.ppo_micro_batch_size_per_gpu, self.config.use_dynamic_bsz,
                              self.config.ppo_max_token_len_per_gpu)
         r = data.batch["responses"].shape[-1]
@@ -74,7 +74,7 @@ class PPOCritic:
     def update_critic(self, data: DataProto, mini_batch_rows: int) -> dict[str, float]:
         cfg = self.config
         self.model.train()
-        pixels = PixelCache(self.processor, self.device)
+        pixels = PixelCache(self.processor, self.device, self.pixel_store)
         metrics: dict[str, list[float]] = defaultdict(list)
         for _ in range(cfg.ppo_epochs):
             for start in range(0, len(data), mini_batch_rows):

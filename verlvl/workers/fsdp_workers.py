@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from verlvl.engine.checkpoint import export_hf, load_sharded, save_sharded
-from verlvl.engine.forward import install_dummy_vision_pass
+from verlvl.engine.forward import PixelStore, install_dummy_vision_pass
 from verlvl.engine.fsdp import apply_fsdp2, freeze_vision_tower, fsdp_kwargs, move_model
 from verlvl.engine.loading import load_model, load_sharded as load_sharded_model
 from verlvl.engine.placement import device_boundary, empty_cache, memory_metrics
@@ -54,6 +54,7 @@ class ModelWorker(Worker):
         super().__init__()
         self.device = current_device()
         self._offloaded: set[int] = set()
+        self.pixel_store = PixelStore()  # a prompt's images are processed once per step on this rank
 
     def _load(self, build, fsdp_config: FSDPConfig, param_dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
         """`build(empty)` -> model; sharded with FSDP2 (when distributed), weights broadcast from rank 0."""
@@ -131,10 +132,10 @@ class ActorRolloutRefWorker(ModelWorker):
             if self.has_actor:
                 optimizer, scheduler = build_optimizer(model, self.actor_config.optim)
             self.actor = PPOActor(model, self.actor_config, self.processor, optimizer, scheduler, _dp_size(),
-                                  never_sampled, self.device)
+                                  never_sampled, self.device, self.pixel_store)
             if self.has_rollout:
                 self.rollout = self.build_rollout(model, path, self.tokenizer, self.processor, self.rollout_config,
-                                                  self._compute_dtype(), self.device)
+                                                  self._compute_dtype(), self.device, pixel_store=self.pixel_store)
                 with self._resident(model):
                     self.rollout.sync_weights(model)
         if self.has_ref:
@@ -148,7 +149,7 @@ class ActorRolloutRefWorker(ModelWorker):
             ref_model = self._load(build_ref, self.ref_config.fsdp_config)
             ref_model.requires_grad_(False)
             self.ref = PPOActor(ref_model, self.actor_config, self.processor, dp_size=_dp_size(),
-                                never_sampled=never_sampled, device=self.device)
+                                never_sampled=never_sampled, device=self.device, pixel_store=self.pixel_store)
 
     def _compute_dtype(self) -> torch.dtype:
         mixed = self.actor_config.fsdp_config.mixed_precision and self.device.type == "cuda" and dist.is_initialized()
@@ -242,7 +243,8 @@ class CriticWorker(ModelWorker):
         gradient_checkpointing = self.config.model.enable_gradient_checkpointing
         model = self._load(lambda empty: ValueModel(path, gradient_checkpointing, empty), self.config.fsdp_config)
         optimizer, scheduler = build_optimizer(model, self.config.optim)
-        self.critic = PPOCritic(model, self.config, self.processor, optimizer, scheduler, _dp_size(), self.device)
+        self.critic = PPOCritic(model, self.config, self.processor, optimizer, scheduler, _dp_size(), self.device,
+                                self.pixel_store)
 
     @register(Dispatch.ONE_TO_ALL)
     def save_checkpoint(self, path: str) -> None:

@@ -1,8 +1,9 @@
 """Rollout engines by actor_rollout_ref.rollout.name: hf (transformers generate on the actor's own
 weights) and vllm (an in-process vLLM engine given the actor's weights after each update).
 
-An engine is built by `factory(model, model_path, tokenizer, processor, config, actor_dtype, device)` and has
-`generate_sequences(prompts) -> DataProto` (layout: rollout/base.py) and `sync_weights(model)`.
+An engine is built by `factory(model, model_path, tokenizer, processor, config, actor_dtype, device,
+pixel_store=None)` and has `generate_sequences(prompts) -> DataProto` (layout: rollout/base.py) and
+`sync_weights(model)`.
 Add one with `@ROLLOUT_ENGINES.register("name")`.
 """
 
@@ -14,14 +15,14 @@ ROLLOUT_ENGINES = Registry("rollout engine", "actor_rollout_ref.rollout.name")
 
 
 @ROLLOUT_ENGINES.register("hf")
-def build_hf_rollout(model, model_path, tokenizer, processor, config, actor_dtype, device="cpu"):
+def build_hf_rollout(model, model_path, tokenizer, processor, config, actor_dtype, device="cpu", pixel_store=None):
     from verlvl.workers.rollout.hf_rollout import HFRollout
 
-    return HFRollout(model, tokenizer, processor, config, device)
+    return HFRollout(model, tokenizer, processor, config, device, pixel_store)
 
 
 @ROLLOUT_ENGINES.register("vllm")
-def build_vllm_rollout(model, model_path, tokenizer, processor, config, actor_dtype, device="cpu"):
+def build_vllm_rollout(model, model_path, tokenizer, processor, config, actor_dtype, device="cpu", pixel_store=None):
     from verlvl.workers.rollout.vllm_rollout import VLLMRollout
 
     return VLLMRollout(model_path, tokenizer, config, actor_dtype, getattr(model, "generation_config", None))

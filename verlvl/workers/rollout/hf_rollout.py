@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from transformers import GenerationConfig
 
-from verlvl.engine.forward import PixelCache, batched_log_probs, first_token_column
+from verlvl.engine.forward import PixelCache, PixelStore, batched_log_probs, first_token_column
 from verlvl.engine.fsdp import unsharded
 from verlvl.protocol import DataProto
 from verlvl.workers.config import RolloutConfig
@@ -44,9 +44,10 @@ class _OwnGenerationConfig:
 
 
 class HFRollout:
-    def __init__(self, model, tokenizer, processor, config: RolloutConfig, device: torch.device | str = "cpu"):
+    def __init__(self, model, tokenizer, processor, config: RolloutConfig, device: torch.device | str = "cpu",
+                 pixel_store: PixelStore | None = None):
         self.model, self.tokenizer, self.processor, self.config = model, tokenizer, processor, config
-        self.device = torch.device(device)
+        self.device, self.pixel_store = torch.device(device), pixel_store
         self.eos_ids = eos_ids_of(getattr(model, "generation_config", None), tokenizer)
         self.pad_id = pad_id_of(tokenizer, self.eos_ids)
         self.suppress = list(never_sampled_ids(tokenizer))
@@ -63,7 +64,7 @@ class HFRollout:
         data = prompts.repeat(params["n"], interleave=True) if params["n"] > 1 else prompts
         r = self.config.response_length
         config = generation_config(params, r, self.eos_ids, self.pad_id, self.suppress)
-        pixels = PixelCache(self.processor, self.device)
+        pixels = PixelCache(self.processor, self.device, self.pixel_store)
         micro = self.config.micro_batch_size or len(data)
         self.model.eval()
         with unsharded(self.model), _OwnGenerationConfig(self.model, config):
