@@ -31,7 +31,7 @@ def test_the_emulation_catches_a_host_tensor_and_allows_what_cuda_allows():
         assert torch.equal(y.cpu(), layer.cpu()(x))  # the numbers are the CPU's
 
 
-def make_actor(path, processor, emu=None, **cfg):
+def make_actor(path, processor, emu=None, packed=False, **cfg):
     model = load_model(str(path))
     if emu is not None:
         emu.place_module(model)
@@ -39,7 +39,7 @@ def make_actor(path, processor, emu=None, **cfg):
                          entropy_coeff=0.01, **cfg)
     optimizer, scheduler = build_optimizer(model, config.optim)
     return PPOActor(model, config, processor, optimizer, scheduler,
-                    never_sampled=never_sampled_ids(processor.tokenizer), device=CUDA if emu else "cpu")
+                    never_sampled=never_sampled_ids(processor.tokenizer), device=CUDA if emu else "cpu", packed=packed)
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +55,11 @@ def rollout_batch(tiny_vl, tiny_vl_path, mixed_prompts):
     return data
 
 
-@pytest.mark.parametrize("dynamic", [False, True])
-def test_actor_log_probs_and_update_on_a_device_equal_the_cpu_run(tiny_vl, tiny_vl_path, rollout_batch, dynamic):
+@pytest.mark.parametrize("dynamic,packed", [(False, False), (True, False), (True, True)])
+def test_actor_log_probs_and_update_on_a_device_equal_the_cpu_run(tiny_vl, tiny_vl_path, rollout_batch, dynamic,
+                                                                  packed):
     processor, _ = tiny_vl
-    extra = {"use_dynamic_bsz": dynamic, "ppo_max_token_len_per_gpu": 200}
+    extra = {"use_dynamic_bsz": dynamic, "ppo_max_token_len_per_gpu": 200, "packed": packed}
     cpu = make_actor(tiny_vl_path, processor, **extra)
     expected_lp, expected_ent = cpu.compute_log_prob(rollout_batch, 3, 1.0, True, dynamic, 200)
     expected = cpu.update_policy(rollout_batch, mini_batch_rows=8)

@@ -71,3 +71,38 @@ def test_hf_sampling_ignores_the_checkpoints_generation_config(tiny_vl, tiny_vl_
     responses = out.batch["responses"]
     assert len({tuple(r.tolist()) for r in responses}) > 1, responses
     assert model.generation_config.top_k == 1  # the model's own config is left as it was
+
+
+def test_packed_forwards_equal_padded_ones_for_the_actor_and_the_critic(tiny_vl, tiny_vl_path, mixed_prompts):
+    """model.use_remove_padding: rows concatenated without padding, attention kept within each row by the
+    position ids (sdpa's block-diagonal mask here, flash-attention varlen on GPU)."""
+    from verlvl.workers.actor import PPOActor, build_optimizer
+    from verlvl.workers.config import ActorConfig, CriticConfig, ModelConfig, OptimConfig
+    from verlvl.workers.critic import PPOCritic, ValueModel
+
+    processor, _ = tiny_vl
+    torch.manual_seed(0)
+    data = HFRollout(load_model(str(tiny_vl_path)), processor.tokenizer, processor,
+                     RolloutConfig(n=2, response_length=12)).generate_sequences(mixed_prompts)
+    data.batch["old_log_probs"] = data.batch["rollout_log_probs"]
+    data.batch["advantages"] = torch.randn(data.batch["responses"].shape, generator=torch.Generator().manual_seed(1))
+    mask = data.batch["response_mask"].bool()
+    results = {}
+    for packed in (False, True):
+        model = load_model(str(tiny_vl_path))
+        config = ActorConfig(ppo_micro_batch_size_per_gpu=3, entropy_coeff=0.01, optim=OptimConfig(lr=1e-3))
+        actor = PPOActor(model, config, processor, *build_optimizer(model, config.optim), packed=packed)
+        log_probs, entropy = actor.compute_log_prob(data, 3, 1.0, True)
+        metrics = actor.update_policy(data, mini_batch_rows=8)
+        critic_config = CriticConfig(model=ModelConfig(path=str(tiny_vl_path), use_remove_padding=packed))
+        value_model = ValueModel(str(tiny_vl_path))
+        torch.nn.init.normal_(value_model.value_head.weight, generator=torch.Generator().manual_seed(2))
+        values = PPOCritic(value_model, critic_config, processor).compute_values(data)
+        results[packed] = (log_probs, entropy, metrics, values)
+    (lp, ent, m, v), (lp_p, ent_p, m_p, v_p) = results[False], results[True]
+    assert torch.allclose(lp[mask], lp_p[mask], atol=1e-5) and torch.allclose(ent[mask], ent_p[mask], atol=1e-5)
+    assert lp_p[~mask].abs().max() == 0
+    assert torch.allclose(v, v_p, atol=1e-5) and v_p.abs().max() > 0
+    for key in ("actor/pg_loss", "actor/entropy", "actor/grad_norm"):
+        assert m_p[key] == pytest.approx(m[key], abs=1e-5), key
+    assert m_p["perf/padding_ratio"] == 1.0 < m["perf/padding_ratio"]

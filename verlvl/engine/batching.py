@@ -39,12 +39,17 @@ class RowLengths:
         return max(self.prompt[i] for i in rows) + max(self.response[i] for i in rows)
 
 
+def computed_tokens(lengths: RowLengths, rows: list[int], packed: bool = False) -> int:
+    """Tokens a forward over these rows computes: rows x trimmed width, or only the real ones when packed."""
+    return sum(lengths.total(i) for i in rows) if packed else len(rows) * lengths.width(rows)
+
+
 def plan_micro_batches(lengths: RowLengths, micro_size: int, use_dynamic_bsz: bool = False,
-                       max_token_len: int | None = None) -> list[list[int]]:
+                       max_token_len: int | None = None, packed: bool = False) -> list[list[int]]:
     """Row indices of each micro-batch; rows sorted longest first so each micro-batch pads little.
 
     Fixed: `micro_size` rows each. Dynamic: as many rows as fit in `max_token_len` computed tokens
-    (rows x trimmed width); every data-parallel rank uses the same number of micro-batches, so FSDP's
+    (see computed_tokens); every data-parallel rank uses the same number of micro-batches, so FSDP's
     collectives stay matched."""
     n = len(lengths.prompt)
     order = sorted(range(n), key=lambda i: (-lengths.total(i), i))
@@ -52,13 +57,13 @@ def plan_micro_batches(lengths: RowLengths, micro_size: int, use_dynamic_bsz: bo
         return [order[i:i + micro_size] for i in range(0, n, micro_size)]
     groups: list[list[int]] = []
     for i in order:
-        if groups and (len(groups[-1]) + 1) * lengths.width(groups[-1] + [i]) <= max_token_len:
+        if groups and computed_tokens(lengths, groups[-1] + [i], packed) <= max_token_len:
             groups[-1].append(i)
         else:
             groups.append([i])
     want = min(_all_reduce_int(len(groups), dist.ReduceOp.MAX), _all_reduce_int(n, dist.ReduceOp.MIN))
     while len(groups) < want:  # split the most expensive group until every rank has as many
-        j = max(range(len(groups)), key=lambda j: (len(groups[j]) > 1, len(groups[j]) * lengths.width(groups[j])))
+        j = max(range(len(groups)), key=lambda j: (len(groups[j]) > 1, computed_tokens(lengths, groups[j], packed)))
         half = (len(groups[j]) + 1) // 2
         groups[j:j + 1] = [groups[j][:half], groups[j][half:]]
     return groups
@@ -112,20 +117,21 @@ def pad_responses(values: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(values, (0, width - values.shape[1]))
 
 
-def padding_ratio(lengths: RowLengths, groups: list[list[int]]) -> float:
+def padding_ratio(lengths: RowLengths, groups: list[list[int]], packed: bool = False) -> float:
     """Tokens the forward passes compute over real tokens (1.0: no padding computed)."""
-    computed = sum(len(g) * lengths.width(g) for g in groups)
+    computed = sum(computed_tokens(lengths, g, packed) for g in groups)
     real = sum(lengths.total(i) for g in groups for i in g)
     return computed / max(1, real)
 
 
 class MicroBatches:
-    """One batch's micro-batches, sorted by length and trimmed, and what they cost."""
+    """One batch's micro-batches, sorted by length and trimmed (or packed by the forward), and what they cost."""
 
-    def __init__(self, data: DataProto, micro_size: int, use_dynamic_bsz: bool, max_token_len: int | None):
+    def __init__(self, data: DataProto, micro_size: int, use_dynamic_bsz: bool, max_token_len: int | None,
+                 packed: bool = False):
         self.lengths = RowLengths.of(data)
-        self.groups = plan_micro_batches(self.lengths, micro_size, use_dynamic_bsz, max_token_len)
-        self.data = data
+        self.groups = plan_micro_batches(self.lengths, micro_size, use_dynamic_bsz, max_token_len, packed)
+        self.data, self.packed = data, packed
 
     def __iter__(self):
         return (trim(self.data, self.lengths, g) for g in self.groups)
@@ -134,4 +140,4 @@ class MicroBatches:
         return restore_order(self.groups)
 
     def padding_ratio(self) -> float:
-        return padding_ratio(self.lengths, self.groups)
+        return padding_ratio(self.lengths, self.groups, self.packed)

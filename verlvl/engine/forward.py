@@ -90,6 +90,32 @@ def model_inputs(model, data: DataProto, pixels: PixelCache) -> tuple[dict, bool
     return kwargs, needs_dummy
 
 
+def packed_inputs(data: DataProto, pixels: "PixelCache") -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """The rows' real tokens concatenated into one sequence (padding-free), with position ids that restart
+    at every row so the attention stays within each row: transformers builds a block-diagonal mask
+    from them (sdpa) or passes them to flash-attention's varlen kernel. Qwen-VL's 3-D rotary ids go
+    below the restarting text row, as (4, 1, T). Returns the forward's kwargs, the index of the position
+    whose logits predict each response token, and the (B, R) mask of those response tokens."""
+    mask = data.batch["attention_mask"].bool()
+    r = data.batch["responses"].shape[-1]
+    lengths = mask.sum(-1)
+    text = torch.cat([torch.arange(int(n), device=mask.device) for n in lengths.tolist()])
+    positions = data.batch["position_ids"]
+    if positions.dim() == 3:  # (B, 3, L) -> (3, T) for the real tokens, under the restarting text row
+        position_ids = torch.cat([text[None], positions.transpose(0, 1)[:, mask]])[:, None, :]
+    else:
+        position_ids = text[None]
+    response_mask = mask[:, -r:]
+    starts = torch.cumsum(lengths, 0) - lengths  # offset of each row in the packed sequence
+    prompt_lengths = lengths - response_mask.sum(-1)
+    columns = torch.arange(r, device=mask.device)
+    keep = (starts + prompt_lengths - 1)[:, None] + columns[None, :]  # position predicting response token j
+    kwargs = {"input_ids": data.batch["input_ids"][mask][None], "attention_mask": None,
+              "position_ids": position_ids, "use_cache": False}
+    kwargs.update(pixels.rows(data))
+    return kwargs, keep[response_mask], response_mask
+
+
 def mask_never_sampled(logits: torch.Tensor, token_ids) -> torch.Tensor:
     """Logits of tokens no rollout may sample (vision specials) at the lowest finite value: probability
     0, and 0 x logit stays finite in the entropy. Renormalises the policy over the tokens it can sample."""
@@ -138,10 +164,21 @@ def token_log_probs(logits: torch.Tensor, tokens: torch.Tensor, temperature: flo
 
 
 def response_log_probs(model, data: DataProto, pixels: PixelCache, temperature: float = 1.0,
-                       calculate_entropy: bool = False, never_sampled=()) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs (and entropy) of the response tokens only: logits are made for the last R+1 positions,
-    never for the prompt. Tokens in `never_sampled` get probability 0, as they do in every rollout."""
+                       calculate_entropy: bool = False, never_sampled=(), packed: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs (and entropy) of the response tokens only: logits are made for the response positions,
+    never for the prompt. Tokens in `never_sampled` get probability 0, as they do in every rollout.
+    `packed`: one padding-free sequence (packed_inputs); the result has the same (B, R) layout, 0 where
+    there is no response token."""
     responses = data.batch["responses"]
+    if packed:
+        kwargs, keep, response_mask = packed_inputs(data, pixels)
+        with dummy_vision(model, vision_tower(model) is not None and "pixel_values" not in kwargs):
+            logits = model(**kwargs, logits_to_keep=keep).logits[0]
+        log_probs, entropy = token_log_probs(logits, responses[response_mask], temperature, never_sampled,
+                                             calculate_entropy)
+        return (_unpack(log_probs, response_mask),
+                _unpack(entropy, response_mask) if calculate_entropy else None)
     r = responses.shape[-1]
     kwargs, needs_dummy = model_inputs(model, data, pixels)
     with dummy_vision(model, needs_dummy):
@@ -149,15 +186,23 @@ def response_log_probs(model, data: DataProto, pixels: PixelCache, temperature: 
     return token_log_probs(logits, responses, temperature, never_sampled, calculate_entropy)
 
 
+def _unpack(values: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """Per-token values of the packed response tokens back in the (B, R) layout, zeros elsewhere."""
+    out = values.new_zeros(response_mask.shape)
+    return out.masked_scatter(response_mask, values)
+
+
 @torch.no_grad()
 def batched_log_probs(model, data: DataProto, pixels: PixelCache, micro_size: int, temperature: float = 1.0,
                       calculate_entropy: bool = False, never_sampled=(), use_dynamic_bsz: bool = False,
-                      max_token_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-    """response_log_probs over length-sorted, trimmed micro-batches, in the input's row order; also the
-    padding ratio (computed tokens / real tokens) of those micro-batches."""
-    parts = MicroBatches(data, micro_size, use_dynamic_bsz, max_token_len)
+                      max_token_len: int | None = None, packed: bool = False
+                      ) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """response_log_probs over length-sorted, trimmed (or packed) micro-batches, in the input's row order;
+    also the padding ratio (computed tokens / real tokens) of those micro-batches."""
+    parts = MicroBatches(data, micro_size, use_dynamic_bsz, max_token_len, packed)
     r = data.batch["responses"].shape[-1]
-    outs = [response_log_probs(model, mb, pixels, temperature, calculate_entropy, never_sampled) for mb in parts]
+    outs = [response_log_probs(model, mb, pixels, temperature, calculate_entropy, never_sampled, packed)
+            for mb in parts]
     restore = parts.restore()
     log_probs = torch.cat([pad_responses(o[0], r) for o in outs])[restore]
     entropy = torch.cat([pad_responses(o[1], r) for o in outs])[restore] if calculate_entropy else None

@@ -72,11 +72,12 @@ def mean_over_ranks(totals: dict[str, float], dp_size: int) -> dict[str, float]:
 class PPOActor:
     def __init__(self, model, config: ActorConfig, processor=None, optimizer=None, scheduler=None,
                  dp_size: int = 1, never_sampled: tuple[int, ...] = (), device: torch.device | str = "cpu",
-                 pixel_store: PixelStore | None = None):
+                 pixel_store: PixelStore | None = None, packed: bool = False):
         self.model, self.config, self.processor = model, config, processor
         self.never_sampled = never_sampled  # token ids no rollout samples: the policy gives them probability 0
         self.optimizer, self.scheduler, self.dp_size = optimizer, scheduler, dp_size
         self.device, self.pixel_store = torch.device(device), pixel_store
+        self.packed = packed  # model.use_remove_padding: padding-free forwards (engine/forward.py packed_inputs)
         self.policy_loss = get_policy_loss_fn(config.policy_loss)
         self.last_padding_ratio = 1.0
 
@@ -87,7 +88,7 @@ class PPOActor:
         self.model.eval()
         log_probs, entropy, self.last_padding_ratio = batched_log_probs(
             self.model, data, PixelCache(self.processor, self.device, self.pixel_store), micro_size, temperature, calculate_entropy,
-            self.never_sampled, use_dynamic_bsz, max_token_len)
+            self.never_sampled, use_dynamic_bsz, max_token_len, self.packed)
         return log_probs, entropy
 
     def update_policy(self, data: DataProto, mini_batch_rows: int, temperature: float = 1.0) -> dict[str, float]:
@@ -116,12 +117,12 @@ class PPOActor:
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = defaultdict(float)
         parts = MicroBatches(mini, cfg.ppo_micro_batch_size_per_gpu, cfg.use_dynamic_bsz,
-                             cfg.ppo_max_token_len_per_gpu)
+                             cfg.ppo_max_token_len_per_gpu, self.packed)
         for mb in parts:
             mask = response_mask_of(mb).float()
             share = mask.sum().item() / max(1.0, agg["global_tokens"]) * self.dp_size  # token-weighted means
             log_prob, entropy = response_log_probs(self.model, mb, pixels, temperature,
-                                                   cfg.entropy_coeff != 0, self.never_sampled)
+                                                   cfg.entropy_coeff != 0, self.never_sampled, self.packed)
             rollout_log_probs = mb.batch["rollout_log_probs"] if "rollout_log_probs" in mb.batch.keys() else None
             pg_loss, clipfrac, ppo_kl, clipfrac_lower = self.policy_loss(
                 mb.batch["old_log_probs"], log_prob, mb.batch["advantages"], mask, cfg.loss_agg_mode, cfg,

@@ -82,6 +82,7 @@ class ModelConfig:
     enable_gradient_checkpointing: bool = False
     trust_remote_code: bool = False
     attn_implementation: str | None = None  # None: transformers' default (sdpa); or flash_attention_2
+    use_remove_padding: bool = False  # padding-free (packed) forwards: flash-attention varlen on GPU, sdpa on CPU
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 from verlvl.engine.batching import pad_responses
-from verlvl.engine.forward import PixelCache, PixelStore, dummy_vision, model_inputs, response_mask_of
+from verlvl.engine.forward import (PixelCache, PixelStore, dummy_vision, model_inputs, packed_inputs,
+                                   response_mask_of)
+from verlvl.engine.fsdp import vision_tower
 from verlvl.protocol import DataProto
 from verlvl.trainer.core_algos import clipped_value_loss, masked_mean
 from verlvl.workers.actor import MicroBatches, global_counts, mean_over_ranks, step_if_finite
@@ -41,9 +43,12 @@ class ValueModel(nn.Module):
     def get_input_embeddings(self):
         return self.model.get_input_embeddings()
 
-    def forward(self, logits_to_keep: int = 0, **kwargs) -> torch.Tensor:
+    def forward(self, logits_to_keep: int | torch.Tensor = 0, **kwargs) -> torch.Tensor:
+        """Values of the last `logits_to_keep` positions, or of the positions it indexes (a 1-D tensor)."""
         hidden = self.model(**kwargs).last_hidden_state
-        if logits_to_keep:
+        if isinstance(logits_to_keep, torch.Tensor):
+            hidden = hidden[:, logits_to_keep]
+        elif logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         return self.value_head(hidden).squeeze(-1)
 
@@ -54,8 +59,14 @@ class PPOCritic:
         self.model, self.config, self.processor = model, config, processor
         self.optimizer, self.scheduler, self.dp_size = optimizer, scheduler, dp_size
         self.device, self.pixel_store = torch.device(device), pixel_store
+        self.packed = config.model.use_remove_padding
 
     def _values(self, mb: DataProto, pixels: PixelCache) -> torch.Tensor:
+        if self.packed:
+            kwargs, keep, response_mask = packed_inputs(mb, pixels)
+            with dummy_vision(self.model, vision_tower(self.model) is not None and "pixel_values" not in kwargs):
+                values = self.model(logits_to_keep=keep, **kwargs)[0]
+            return values.new_zeros(response_mask.shape).masked_scatter(response_mask, values) * response_mask_of(mb)
         r = mb.batch["responses"].shape[-1]
         kwargs, needs_dummy = model_inputs(self.model, mb, pixels)
         with dummy_vision(self.model, needs_dummy):
@@ -67,7 +78,7 @@ class PPOCritic:
         self.model.eval()
         pixels = PixelCache(self.processor, self.device, self.pixel_store)
         parts = MicroBatches(data, self.config.ppo_micro_batch_size_per_gpu, self.config.use_dynamic_bsz,
-                             self.config.ppo_max_token_len_per_gpu)
+                             self.config.ppo_max_token_len_per_gpu, self.packed)
         r = data.batch["responses"].shape[-1]
         return torch.cat([pad_responses(self._values(mb, pixels), r) for mb in parts])[parts.restore()]
 
@@ -83,7 +94,7 @@ class PPOCritic:
                 self.optimizer.zero_grad(set_to_none=True)
                 totals = defaultdict(float)
                 parts = MicroBatches(mini, cfg.ppo_micro_batch_size_per_gpu, cfg.use_dynamic_bsz,
-                                     cfg.ppo_max_token_len_per_gpu)
+                                     cfg.ppo_max_token_len_per_gpu, self.packed)
                 for mb in parts:
                     mask = response_mask_of(mb).float()
                     vpreds = self._values(mb, pixels)

@@ -37,7 +37,7 @@ VERL_ACTOR_KEYS = frozenset({"strategy", "ulysses_sequence_parallel_size", "use_
                               "ppo_micro_batch_size", "use_remove_padding", "profiler", "use_fused_kernels"})
 VERL_ROLLOUT_KEYS = frozenset({"mode", "ignore_eos", "log_prob_micro_batch_size", "disable_log_stats",
                                 "calculate_log_probs", "multi_turn", "agent", "layered_summon"})
-VERL_MODEL_KEYS = frozenset({"use_remove_padding", "use_liger", "external_lib", "override_config", "lora_rank",
+VERL_MODEL_KEYS = frozenset({"use_liger", "external_lib", "override_config", "lora_rank",
                               "lora_alpha", "target_modules", "use_shm", "use_fused_kernels", "custom_chat_template"})
 VERL_REF_KEYS = frozenset({"strategy", "ulysses_sequence_parallel_size", "use_torch_compile", "log_prob_micro_batch_size",
                             "profiler", "entropy_from_logits_with_chunking", "entropy_checkpointing"})
@@ -132,7 +132,7 @@ class ActorRolloutRefWorker(ModelWorker):
             if self.has_actor:
                 optimizer, scheduler = build_optimizer(model, self.actor_config.optim)
             self.actor = PPOActor(model, self.actor_config, self.processor, optimizer, scheduler, _dp_size(),
-                                  never_sampled, self.device, self.pixel_store)
+                                  never_sampled, self.device, self.pixel_store, mc.use_remove_padding)
             if self.has_rollout:
                 self.rollout = self.build_rollout(model, path, self.tokenizer, self.processor, self.rollout_config,
                                                   self._compute_dtype(), self.device, pixel_store=self.pixel_store)
@@ -149,7 +149,8 @@ class ActorRolloutRefWorker(ModelWorker):
             ref_model = self._load(build_ref, self.ref_config.fsdp_config)
             ref_model.requires_grad_(False)
             self.ref = PPOActor(ref_model, self.actor_config, self.processor, dp_size=_dp_size(),
-                                never_sampled=never_sampled, device=self.device, pixel_store=self.pixel_store)
+                                never_sampled=never_sampled, device=self.device, pixel_store=self.pixel_store,
+                                packed=mc.use_remove_padding)
 
     def _compute_dtype(self) -> torch.dtype:
         mixed = self.actor_config.fsdp_config.mixed_precision and self.device.type == "cuda" and dist.is_initialized()
