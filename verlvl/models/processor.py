@@ -7,7 +7,11 @@ so a folder they save loads with `AutoProcessor` on a machine with torchvision, 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from transformers import AutoProcessor, AutoTokenizer
@@ -42,14 +46,60 @@ def build_processor(family: str, image_processor, tokenizer):
     return IMAGE_ONLY_PROCESSORS[family](image_processor, tokenizer, chat_template=tokenizer.chat_template)
 
 
+VIDEO_PROCESSOR_FILE = "video_preprocessor_config.json"
+_VIDEO_KEYS = ["patch_size", "temporal_patch_size", "merge_size", "size", "min_pixels", "max_pixels",
+               "image_mean", "image_std", "do_resize", "do_rescale", "rescale_factor", "do_normalize",
+               "do_convert_rgb"]
+
+
 def write_video_processor_config(path: str | Path, image_processor) -> None:
     """What AutoProcessor needs on a machine with torchvision to build the video half of the processor
-    (the real checkpoints ship this file; the image-only processor cannot write it itself)."""
-    keys = ["patch_size", "temporal_patch_size", "merge_size", "min_pixels", "max_pixels", "image_mean",
-            "image_std", "do_resize", "do_rescale", "rescale_factor", "do_normalize", "do_convert_rgb"]
-    config = {k: getattr(image_processor, k) for k in keys if getattr(image_processor, k, None) is not None}
+    (the real checkpoints ship this file; the image-only processor cannot write it itself). The pixel
+    bounds travel as `size` (transformers 5 has no min_pixels/max_pixels attributes)."""
+    settings = image_processor.to_dict()
+    config = {k: settings[k] for k in _VIDEO_KEYS if settings.get(k) is not None}
     config["video_processor_type"] = "Qwen2VLVideoProcessor"
-    (Path(path) / "video_preprocessor_config.json").write_text(json.dumps(config, indent=2, default=list))
+    (Path(path) / VIDEO_PROCESSOR_FILE).write_text(json.dumps(config, indent=2, default=list))
+
+
+def lacks_video_processor(path: str | Path) -> bool:
+    """A local Qwen-VL folder in which transformers finds no video processor settings (saved by
+    transformers without torchvision): the full processor, as vLLM builds it, fails to load from it."""
+    path = Path(path)
+    if not path.is_dir() or model_type_of(path) not in IMAGE_ONLY_PROCESSORS:
+        return False
+    if (path / VIDEO_PROCESSOR_FILE).is_file() or (path / "preprocessor_config.json").is_file():
+        return False  # transformers reads the video settings from either
+    nested = path / "processor_config.json"
+    return not (nested.is_file() and "video_processor" in json.loads(nested.read_text()))
+
+
+def video_processor_view(path: str | Path, root: str | Path) -> Path:
+    """A folder under `root` that shows the model folder `path` plus a video processor config written from
+    its image processor's settings: a link to every entry of `path`, and that one file. The model folder
+    is not written to. The view's name depends only on the folder's path and listing, so every process
+    (and every run, for vLLM's compile cache, which hashes the model path) gets the same one."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    path, root = Path(path).resolve(), Path(root)
+    entries = sorted(path.iterdir())
+    listing = [str(path)] + [f"{e.name}:{e.stat().st_size}:{e.stat().st_mtime_ns}" for e in entries]
+    digest = hashlib.sha256("\n".join(listing).encode()).hexdigest()[:16]
+    view = root / f"{path.name}-{digest}"
+    if view.is_dir():
+        return view
+    root.mkdir(parents=True, exist_ok=True)
+    draft = Path(tempfile.mkdtemp(dir=root, prefix=".draft-"))
+    for entry in entries:
+        (draft / entry.name).symlink_to(entry)
+    write_video_processor_config(draft, Qwen2VLImageProcessorPil.from_pretrained(path))
+    try:
+        os.rename(draft, view)  # atomic: a view is complete or absent
+    except OSError:
+        if not view.is_dir():
+            raise
+        shutil.rmtree(draft)  # another process made the same view first
+    return view
 
 
 def model_type_of(path: str | Path) -> str | None:

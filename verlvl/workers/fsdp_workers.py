@@ -117,7 +117,7 @@ class ActorRolloutRefWorker(ModelWorker):
     def init_model(self) -> None:
         path, mc = self.model_config.path, self.model_config
         self.tokenizer, self.processor = load_tokenizer(path), load_processor(path)
-        self.actor = self.rollout = self.ref = None
+        self.actor = self.rollout = self.ref = self.switch = None
         never_sampled = never_sampled_ids(self.tokenizer)  # the policy gives these probability 0
         if self.has_actor or self.has_rollout:
             def build_actor(empty: bool):
@@ -136,8 +136,7 @@ class ActorRolloutRefWorker(ModelWorker):
             if self.has_rollout:
                 self.rollout = self.build_rollout(model, path, self.tokenizer, self.processor, self.rollout_config,
                                                   self._compute_dtype(), self.device, pixel_store=self.pixel_store)
-                with self._resident(model):
-                    self.rollout.sync_weights(model)
+                self.switch = self._rollout_switch()
         if self.has_ref:
             # The reference never steps: on CUDA its weights are bf16 (no fp32 master copy).
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
@@ -152,6 +151,25 @@ class ActorRolloutRefWorker(ModelWorker):
                                 never_sampled=never_sampled, device=self.device, pixel_store=self.pixel_store,
                                 packed=mc.use_remove_padding)
 
+    def _rollout_switch(self):
+        """The rollout/train switch of an engine that holds its own weights (vllm: engine/hybrid.py); None
+        for the hf rollout, which generates on the actor's own weights."""
+        make = getattr(self.rollout, "switch", None)
+        if make is None:
+            return None
+        actor = self.actor.model
+
+        def sync() -> None:
+            with self._resident(actor):
+                self.rollout.sync_weights(actor)
+
+        switch = make(sync, empty_cache=lambda: empty_cache(self.device))
+        switch.mark_actor_updated()  # the engine has the checkpoint's weights at most: sync before generating
+        return switch
+
+    def _generating(self):
+        return self.switch.generating() if self.switch is not None else self._resident(self.actor.model)
+
     def _compute_dtype(self) -> torch.dtype:
         mixed = self.actor_config.fsdp_config.mixed_precision and self.device.type == "cuda" and dist.is_initialized()
         return torch.bfloat16 if mixed else torch.float32
@@ -159,17 +177,17 @@ class ActorRolloutRefWorker(ModelWorker):
     @register(mesh_name="rollout")
     @device_boundary
     def generate_sequences(self, prompts: DataProto) -> DataProto:
-        with self._resident(self.actor.model):
+        with self._generating():
             out = self.rollout.generate_sequences(prompts)
         empty_cache(self.device)
         return out
 
     @register(Dispatch.ONE_TO_ALL)
     def sync_rollout_weights(self) -> None:
-        """Give the rollout engine the actor's current weights (a no-op for hf, which shares them)."""
-        if self.rollout is not None:
-            with self._resident(self.actor.model):
-                self.rollout.sync_weights(self.actor.model)
+        """The rollout engine takes the actor's current weights before it next generates (inside the
+        rollout/train switch, after its weights wake); a no-op for hf, which generates on them."""
+        if self.rollout is not None and self.switch is not None:
+            self.switch.mark_actor_updated()
 
     def _log_probs(self, actor: PPOActor, data: DataProto, micro: int, entropy: bool, dynamic: bool | None = None,
                    max_tokens: int | None = None):
@@ -216,9 +234,7 @@ class ActorRolloutRefWorker(ModelWorker):
     @register(Dispatch.ONE_TO_ALL)
     def load_checkpoint(self, path: str) -> None:
         load_sharded(path, self.actor.model, self.actor.optimizer, self.actor.scheduler)
-        if self.rollout is not None:
-            with self._resident(self.actor.model):
-                self.rollout.sync_weights(self.actor.model)
+        self.sync_rollout_weights()
 
     @register(Dispatch.ONE_TO_ALL)
     def get_full_state_dict(self, which: str = "actor") -> dict:

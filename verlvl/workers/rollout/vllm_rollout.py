@@ -1,28 +1,34 @@
 """The vllm rollout: a vLLM engine inside each actor process, given the actor's weights after every update.
 
 Prompts go in as the engine view (token ids with one placeholder per image, plus the resized images);
-what comes out has the hf rollout's layout (rollout/base.py). On CUDA the engine sleeps between
-generations (weights to CPU, KV cache freed) so the actor can train in the same memory; vLLM's CPU
-backend has no sleep mode, so there those steps are skipped.
+what comes out has the hf rollout's layout (rollout/base.py). On CUDA (with free_cache_engine) the engine
+sleeps between generations so the actor can train in the same memory: `switch()` builds the
+HybridSwitch (verlvl/engine/hybrid.py) that wakes, syncs and puts it back to sleep around each
+generation. vLLM's CPU backend has no sleep mode: there the engine stays awake and the switch only syncs.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
+from verlvl.engine.hybrid import SLEEP_TAGS, HybridSwitch
+from verlvl.engine.state_dict import full_weights
+from verlvl.models.processor import lacks_video_processor, video_processor_view
 from verlvl.protocol import DataProto
 from verlvl.utils.device import is_cuda_available
 from verlvl.workers.config import RolloutConfig
 from verlvl.workers.rollout.base import (build_rollout_batch, eos_ids_of, never_sampled_ids, pad_id_of,
                                          sampling_params)
 from verlvl.workers.rollout.vllm_version import check_vllm_version
-from verlvl.workers.rollout.weight_sync import full_weights
 
 log = logging.getLogger(__name__)
 # vLLM's CPU backend drops torch to 1 thread "for serving" (unless OMP_NUM_THREADS is set) and may replace
@@ -66,6 +72,24 @@ def engine_kwargs(config: RolloutConfig, model_path: str, actor_dtype: torch.dty
     return kwargs
 
 
+def sleep_mode_of(kwargs: dict, on_cuda: bool) -> bool:
+    """Whether the engine built from `kwargs` sleeps between generations: on CUDA, with enable_sleep_mode
+    (free_cache_engine, unless engine_kwargs.vllm says otherwise). vLLM's CPU backend has no sleep mode."""
+    return on_cuda and bool(kwargs.get("enable_sleep_mode"))
+
+
+def engine_model_path(model_path: str) -> str:
+    """The folder vLLM loads. vLLM builds the full Qwen-VL processor, video part included, which fails on
+    a folder saved without one ("Can't load video processor"; transformers without torchvision saves it
+    so, and the hf rollout loads it fine): then a view of it with that config (models/processor.py)."""
+    if not lacks_video_processor(model_path):
+        return model_path
+    view = video_processor_view(model_path, Path(tempfile.gettempdir()) / "verlvl-model-views")
+    log.info("%s has no video processor config, which vLLM needs: vLLM loads %s, which links to its files "
+             "and adds one made from the image processor's settings", model_path, view)
+    return str(view)
+
+
 class VLLMRollout:
     def __init__(self, model_path: str, tokenizer, config: RolloutConfig, actor_dtype: torch.dtype,
                  generation_config=None):
@@ -86,34 +110,47 @@ class VLLMRollout:
         # 1.11 vs 0.94 s) and the actor gets its threads back after every generation.
         self.threads = torch.get_num_threads()
         started = time.perf_counter()
+        kwargs = engine_kwargs(config, engine_model_path(model_path), actor_dtype, self.on_cuda, world)
+        self.sleep_mode = sleep_mode_of(kwargs, self.on_cuda)
         with _local_rank_zero(self.on_cuda):
-            self.engine = LLM(**engine_kwargs(config, model_path, actor_dtype, self.on_cuda, world))
+            self.engine = LLM(**kwargs)
         self._restore_threads()
-        self.sleeping = False
-        self.sleep()
+        self._switch: HybridSwitch | None = None
+        if self.sleep_mode:
+            # level 2 frees the checkpoint's weights too: the first rollout_mode wakes and syncs the actor's
+            self.engine.sleep(level=2)
         log.info("vLLM engine ready in %.1f s", time.perf_counter() - started)
 
     def _restore_threads(self) -> None:
         if torch.get_num_threads() != self.threads:
             _set_torch_threads(self.threads)
 
-    # ------------------------------------------------------------------ memory (CUDA only)
-    def sleep(self) -> None:
-        """Between generations: weights to CPU and the KV cache freed, so the actor can use the memory."""
-        if self.on_cuda and self.config.free_cache_engine and not self.sleeping:
-            self.engine.sleep(level=1)
-            self.sleeping = True
+    # ------------------------------------------------------------------ the rollout/train switch
+    def switch(self, sync_weights: Callable[[], None], offload_actor: Callable[[], None] | None = None,
+               load_actor: Callable[[], None] | None = None, empty_cache: Callable[[], None] = lambda: None,
+               lora: bool = False) -> HybridSwitch:
+        """The switch around this engine (built once): `with switch.generating(): generate_sequences(...)`.
+        `sync_weights` is typically `lambda: rollout.sync_weights(actor_model)`."""
+        if self._switch is not None:
+            raise RuntimeError("VLLMRollout.switch() was called before: one switch tracks the engine's state")
+        self._switch = HybridSwitch(self.engine, sync_weights, offload_actor, load_actor, empty_cache,
+                                    sleep_mode=self.sleep_mode, lora=lora, asleep=self.sleep_mode)
+        return self._switch
 
-    def _wake(self, tags: list[str] | None = None) -> None:
-        if self.sleeping:
-            self.sleeping = not self.engine.wake_up(tags)
+    def _require_awake(self, tags: frozenset[str], doing: str) -> None:
+        if not self.sleep_mode:
+            return
+        asleep = SLEEP_TAGS if self._switch is None else self._switch.sleeping_tags
+        if self._switch is None or tags & asleep or (tags == SLEEP_TAGS and self._switch.asleep):
+            raise RuntimeError(f"{doing} while the vLLM engine sleeps; run it inside "
+                               "rollout.switch(...).generating() (or with free_cache_engine=False)")
 
     # ------------------------------------------------------------------ weights
     @torch.no_grad()
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Load the actor's current weights, streamed in buckets of update_weights_bucket_megabytes, and
         forget everything computed with the old ones (prefix and encoder caches)."""
-        self._wake(["weights"])
+        self._require_awake(frozenset({"weights"}), "a weight sync")
         device = torch.device("cuda", torch.cuda.current_device()) if self.on_cuda else None
         weights = full_weights(model, self.config.update_weights_bucket_megabytes << 20, self.dtype, device)
         self.engine.collective_rpc("reload_weights", kwargs={"weights_iterator": weights,
@@ -134,11 +171,10 @@ class VLLMRollout:
             n=n, max_tokens=r, temperature=params["temperature"] if params["do_sample"] else 0.0,
             top_p=params["top_p"], top_k=params["top_k"] or 0,
             logprobs=0, stop_token_ids=self.eos_ids, logit_bias=self.logit_bias or None, detokenize=False)
-        self._wake()
+        self._require_awake(SLEEP_TAGS, "generate_sequences")
         try:
             outputs = self.engine.generate(self.engine_inputs(prompts), sampling, use_tqdm=False)
         finally:
-            self.sleep()
             self._restore_threads()
         samples = [o for request in outputs for o in request.outputs]  # prompt-major: matches repeat(interleave)
         responses = torch.full((len(samples), r), self.pad_id, dtype=torch.long)
@@ -150,7 +186,8 @@ class VLLMRollout:
             response_mask[row, :len(ids)] = 1
             log_probs[row, :len(ids)] = torch.tensor([lp[t].logprob for t, lp in zip(ids, sample.logprobs)])
         data = prompts.repeat(n, interleave=True) if n > 1 else prompts
-        return build_rollout_batch(data, responses, response_mask, log_probs)
+        device = prompts.batch["input_ids"].device  # the worker's: the prompts crossed the device boundary
+        return build_rollout_batch(data, responses.to(device), response_mask.to(device), log_probs.to(device))
 
     @staticmethod
     def engine_inputs(prompts: DataProto) -> list[dict]:
