@@ -89,9 +89,11 @@ def test_custom_reward_file_end_to_end(ray_local, cache):
     """))
     run_dir = cache / "custom"
     result = run_ppo(compose_config(*SHORT, "trainer.total_training_steps=2", f"custom_reward_function.path={reward}",
-                                    f"trainer.default_local_dir={run_dir}"))
+                                    "actor_rollout_ref.actor.entropy_coeff=0", f"trainer.default_local_dir={run_dir}"))
     assert result.metrics["critic/score/mean"] == pytest.approx(0.25)
     assert result.metrics["reward/seen_length/mean"] == pytest.approx(result.metrics["response_length/mean"])
+    # on-policy on CPU with no entropy term: actor/entropy still logged (from the rollout's forward), as in veRL
+    assert result.metrics["actor/entropy"] > 0 and result.metrics["perf/padding_ratio"] >= 1.0
 
 
 def test_gae_with_critic_and_kl_terms(ray_local, cache):
@@ -106,6 +108,7 @@ def test_gae_with_critic_and_kl_terms(ray_local, cache):
         assert key in m, key
     # two epochs: not on-policy, so the trainer recomputes old log-probs and measures the rollout mismatch
     assert m["training/rollout_probs_diff_max"] < 1e-4
+    assert m["actor/entropy"] > 0 and m["perf/log_prob_padding_ratio"] >= 1.0
 
 
 def test_two_node_cluster_joined_through_ray_address(cache, two_node_cluster):

@@ -125,13 +125,15 @@ class PPOTrainer:
         that forward pass is skipped."""
         if self.derived.on_policy and "rollout_log_probs" in batch.batch.keys():
             batch.batch["old_log_probs"] = batch.batch["rollout_log_probs"]
-            return {}
-        out = self.actor_rollout_wg.compute_log_prob(for_workers(batch))
-        batch.union(out.select(batch_keys=["old_log_probs"]))
+            entropy = batch.batch["entropys"] if "entropys" in batch.batch.keys() else None
+            metrics = {}
+        else:
+            out = self.actor_rollout_wg.compute_log_prob(for_workers(batch))
+            batch.union(out.select(batch_keys=["old_log_probs"]))
+            entropy, metrics = out.batch["entropys"], dict(out.meta_info.get("metrics", {}))
         mask = batch.batch["response_mask"].bool()
-        metrics = dict(out.meta_info.get("metrics", {}))
-        if mask.any():
-            metrics["actor/entropy"] = out.batch["entropys"][mask].float().mean().item()
+        if entropy is not None and mask.any():
+            metrics["actor/entropy"] = entropy[mask].float().mean().item()
         return metrics
 
     def update_actor(self, batch: DataProto) -> dict[str, float]:

@@ -72,9 +72,11 @@ class HFRollout:
             responses, response_mask = self._pad_after_eos(responses)
             out = build_rollout_batch(data, responses, response_mask, torch.zeros_like(responses, dtype=torch.float32))
             temperature = params["temperature"] if params["do_sample"] else 1.0
-            log_probs, _, _ = batched_log_probs(self.model, out, pixels, self.config.log_prob_micro_batch_size_per_gpu,
-                                                temperature, False, self.suppress)
+            log_probs, entropy, _ = batched_log_probs(self.model, out, pixels,
+                                                      self.config.log_prob_micro_batch_size_per_gpu, temperature,
+                                                      True, self.suppress)
         out.batch["rollout_log_probs"] = log_probs.masked_fill(response_mask == 0, 0.0)
+        out.batch["entropys"] = entropy.masked_fill(response_mask == 0, 0.0)  # actor/entropy when on-policy
         return out
 
     def _generate(self, data: DataProto, config: GenerationConfig, pixels: PixelCache, r: int) -> torch.Tensor:
