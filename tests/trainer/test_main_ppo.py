@@ -118,3 +118,39 @@ def test_two_node_cluster_joined_through_ray_address(cache, two_node_cluster):
                                     "trainer.n_gpus_per_node=1", f"trainer.default_local_dir={run_dir}"))
     assert len({w["node_id"] for w in result.workers}) == 2
     assert sorted(metrics_of(run_dir)) == [1, 2]
+
+
+def test_validation_at_the_end_with_bootstrap_metrics_and_the_mismatch_measured(ray_local, cache):
+    run_dir = cache / "val"
+    run_ppo(compose_config(*SHORT, "trainer.total_training_steps=3", "trainer.test_freq=2",
+                           "trainer.mismatch_check_freq=2", "actor_rollout_ref.rollout.val_kwargs.n=2",
+                           "actor_rollout_ref.rollout.val_kwargs.do_sample=true",
+                           "actor_rollout_ref.rollout.val_kwargs.temperature=1.0", f"trainer.default_local_dir={run_dir}"))
+    steps = metrics_of(run_dir)
+    val = "val-core/verlvl/shapes/acc/mean@2"
+    assert val in steps[2] and val in steps[3] and val not in steps[1]  # every test_freq steps, and the last
+    assert "val-core/verlvl/shapes/acc/best@2/mean" in steps[3] and "val-aux/verlvl/shapes/acc/std@2" in steps[3]
+    # on-policy on CPU skips the old log-prob pass, except every mismatch_check_freq steps, which measure it
+    assert "training/rollout_probs_diff_max" not in steps[1] and "training/rollout_probs_diff_max" not in steps[3]
+    assert 0 <= steps[2]["training/rollout_probs_diff_max"] < 1e-4
+
+
+def test_remax_baseline_is_greedy_whatever_val_kwargs_say():
+    from verlvl.protocol import DataProto
+    from verlvl.trainer.ppo_trainer import PPOTrainer
+
+    seen = []
+
+    class Group:
+        def generate_sequences(self, prompts):
+            seen.append(dict(prompts.meta_info))
+            return prompts
+
+    trainer = PPOTrainer.__new__(PPOTrainer)
+    trainer.actor_rollout_wg = Group()
+    trainer.reward_fn = lambda batch, return_dict: {"reward_tensor": torch.zeros(len(batch), 2)}
+    batch = DataProto.from_dict({"input_ids": torch.ones(2, 5, dtype=torch.long), "prompts": torch.ones(2, 3),
+                                 "attention_mask": torch.ones(2, 5), "position_ids": torch.arange(5).expand(2, 5)},
+                                {"uid": __import__("numpy").array(["a", "b"], dtype=object)})
+    trainer.greedy_baseline(batch)
+    assert seen == [{"n": 1, "do_sample": False}]

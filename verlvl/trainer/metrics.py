@@ -57,7 +57,8 @@ def compute_throughput_metrics(batch: DataProto, step_seconds: float, n_workers:
 
 def compute_mismatch_metrics(batch: DataProto) -> dict[str, float]:
     """How far the rollout's own log-probs are from the trainer's (rollout/trainer mismatch)."""
-    if "rollout_log_probs" not in batch.batch.keys() or "old_log_probs" not in batch.batch.keys():
+    if ("rollout_log_probs" not in batch.batch.keys() or "old_log_probs" not in batch.batch.keys()
+            or batch.meta_info.get("old_log_probs_are_rollouts")):
         return {}
     mask = batch.batch["response_mask"].bool()
     diff = (batch.batch["rollout_log_probs"] - batch.batch["old_log_probs"])[mask]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from contextlib import contextmanager
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -15,6 +15,7 @@ from verlvl.trainer.advantages import get_adv_estimator_fn
 from verlvl.trainer.core_algos import get_kl_controller, kl_penalty, masked_mean
 from verlvl.trainer.metrics import (compute_data_metrics, compute_mismatch_metrics, compute_throughput_metrics,
                                     compute_timing_metrics)
+from verlvl.trainer.validation_metrics import validation_metrics
 
 log = logging.getLogger(__name__)
 # What a worker's forward reads of a batch; everything else (ground truth, scores, raw prompts) stays here.
@@ -99,10 +100,12 @@ class PPOTrainer:
                        **compute_data_metrics(batch, self.derived.use_critic, self.cfg["data"]["max_response_length"]),
                        **compute_timing_metrics(timing, batch), **compute_mismatch_metrics(batch),
                        **compute_throughput_metrics(batch, timing["step"], self.derived.world_size)}
-            if self.should("test_freq") and self.val_loader is not None:
+            last_step = self.global_step == total
+            if self.val_loader is not None and (self.should("test_freq") or (
+                    last_step and (self.trainer_cfg.get("test_freq", -1) or -1) > 0)):
                 metrics.update(self.validate())
             if self.checkpointer is not None and (self.should("save_freq") or (
-                    self.global_step == total and self.trainer_cfg.get("save_final", True))):
+                    last_step and self.trainer_cfg.get("save_final", True))):
                 self.checkpointer.save(self)
             self.tracker.log(metrics, step=self.global_step)
             progress.set_postfix(score=f"{metrics['critic/score/mean']:.3f}", refresh=False)
@@ -122,9 +125,13 @@ class PPOTrainer:
     def old_log_probs(self, batch: DataProto) -> dict[str, float]:
         """The trainer's log-probs of the sampled tokens, and the policy's entropy on them (actor/entropy,
         as veRL logs it). On-policy on CPU (one epoch, one mini-batch) they equal the rollout's own, so
-        that forward pass is skipped."""
-        if self.derived.on_policy and "rollout_log_probs" in batch.batch.keys():
+        that forward pass is skipped, except every trainer.mismatch_check_freq steps, when it runs and
+        training/rollout_probs_diff_* say how far apart the two really are."""
+        check = self.trainer_cfg.get("mismatch_check_freq", 10) or -1
+        measure = check > 0 and self.global_step % check == 0  # the shortcut's premise, measured
+        if self.derived.on_policy and "rollout_log_probs" in batch.batch.keys() and not measure:
             batch.batch["old_log_probs"] = batch.batch["rollout_log_probs"]
+            batch.meta_info["old_log_probs_are_rollouts"] = True  # equal by construction: no mismatch to log
             entropy = batch.batch["entropys"] if "entropys" in batch.batch.keys() else None
             metrics = {}
         else:
@@ -152,7 +159,7 @@ class PPOTrainer:
         p = batch.batch["prompts"].shape[-1]
         prompts.batch["attention_mask"] = batch.batch["attention_mask"][:, :p]
         prompts.batch["position_ids"] = batch.batch["position_ids"][..., :p]
-        prompts.meta_info = {"validate": True, "n": 1}
+        prompts.meta_info = {"n": 1, "do_sample": False}  # greedy, whatever val_kwargs say (veRL's ReMax)
         greedy = self.actor_rollout_wg.generate_sequences(prompts)
         return self.reward_fn(greedy, return_dict=True)["reward_tensor"].sum(-1)
 
@@ -185,31 +192,26 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
-        """Greedy (val_kwargs) generation over the validation set: val-core/<data_source>/<var>/mean@N."""
-        n = int(self.cfg["actor_rollout_ref"]["rollout"].get("val_kwargs", {}).get("n", 1))
-        scores: dict[tuple[str, str], list[float]] = {}
-        samples = []
-        for batch_dict in self.val_loader:
+        """Generation with val_kwargs over the validation set: val-core/<data_source>/<var>/mean@N and, for
+        N > 1, best@n / worst@n / maj@n with bootstrap std (validation_metrics.py)."""
+        sources, uids, infos, samples = [], [], defaultdict(list), []
+        for index, batch_dict in enumerate(self.val_loader):
             batch = DataProto.from_single_dict(batch_dict)
+            batch.non_tensor_batch["uid"] = as_object_array([f"val-{index}-{i}" for i in range(len(batch))])
             batch.meta_info = {"validate": True}
             out = self.actor_rollout_wg.generate_sequences(batch)
             reward = self.val_reward_fn(out, return_dict=True)
-            sources = out.non_tensor_batch["data_source"]
+            sources += list(out.non_tensor_batch["data_source"])
+            uids += list(out.non_tensor_batch["uid"])
             for key, values in reward["reward_extra_info"].items():
-                var = "reward" if key == "score" else key
-                for source, value in zip(sources, values):
-                    scores.setdefault((source, var), []).append(float(value))
+                infos["reward" if key == "score" else key] += [v if isinstance(v, str) else float(v) for v in values]
             if len(samples) < self.trainer_cfg.get("log_val_generations", 0):
                 texts = self.tokenizer.batch_decode(out.batch["responses"], skip_special_tokens=True)
                 truths = [(rm or {}).get("ground_truth") for rm in out.non_tensor_batch["reward_model"]]
                 samples += list(zip(texts, truths, reward["reward_extra_info"]["score"]))
         for text, truth, score in samples[:self.trainer_cfg.get("log_val_generations", 0)]:
             log.info("[validation] response %r | ground truth %r | score %.3f", text, truth, score)
-        out = {}
-        for (source, var), values in scores.items():
-            group = "val-core" if var in ("reward", "acc") else "val-aux"
-            out[f"{group}/{source}/{var}/mean@{n}"] = float(np.nanmean(values))
-        return out
+        return validation_metrics(sources, uids, dict(infos))
 
     def worker_processes(self) -> list:
         """One group per set of worker processes (fused roles share the actor's processes)."""
