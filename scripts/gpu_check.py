@@ -172,7 +172,7 @@ def prompts_batch(path: Path, n_prompts: int, step: int):
 def run_config(name: str, path: Path, offload: bool, args) -> dict:
     import torch
 
-    from verlvl.trainer.advantages import get_adv_estimator_fn
+    from verlvl.algos import get_adv_estimator_fn
     from verlvl.workers.fsdp_workers import ActorRolloutRefWorker
 
     fsdp = {"param_offload": offload, "optimizer_offload": offload}

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from verlvl.trainer.core_algos import compute_policy_loss_vanilla, truncated_is_weight
+from verlvl.algos.losses import truncated_is_weight
+from verlvl.algos.policy_losses import compute_policy_loss_vanilla
 from verlvl.workers.config import RolloutConfig, from_mapping
 from verlvl.engine.forward import mask_never_sampled
 from verlvl.workers.rollout import ROLLOUT_ENGINES

@@ -19,6 +19,7 @@ class DataConfig:
     max_prompt_length: int = 512
     max_response_length: int = 512
     train_batch_size: int = 8
+    gen_batch_size: int | None = None  # prompts per generation batch under dynamic sampling (None: train's)
     val_batch_size: int | None = None
     truncation: str = "error"
     filter_overlong_prompts: bool = True

@@ -1,9 +1,11 @@
-"""Loading a checkpoint for training so that host memory does not grow with the number of ranks: rank 0
-reads the weights, the other ranks build the model on the meta device, every rank shards it, and the
-weights are broadcast from rank 0 into the shards (torch's full-state-dict load with broadcast)."""
+"""Loading a checkpoint for training so that host memory does not grow with the number of ranks: every rank
+builds the model with its parameters on the meta device, shards it, and rank 0 alone reads the weights (in
+the dtype they were released in) and broadcasts them into every rank's shards (torch's full-state-dict
+load with broadcast). Rank 0's peak is the checkpoint once plus its shard."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -45,7 +47,8 @@ def load_model(path: str, gradient_checkpointing: bool = False, trust_remote_cod
                empty: bool = False) -> nn.Module:
     """A VLM through AutoModelForImageTextToText, a text model through AutoModelForCausalLM, in `dtype`
     (fp32 master weights for training; FSDP2's mixed precision computes in bf16 on GPU).
-    `empty`: the architecture only, parameters on the meta device (no weights read).
+    `empty`: the architecture only, parameters on the meta device (no weights read; buffers such as the
+    rotary frequencies are real, computed from the config).
     attn_implementation: None is transformers' default (sdpa); flash_attention_2 needs flash-attn."""
     from transformers import AutoConfig
 
@@ -53,7 +56,7 @@ def load_model(path: str, gradient_checkpointing: bool = False, trust_remote_cod
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if empty:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        with torch.device("meta"):
+        with parameters_on_meta():
             model = cls.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code, **extra)
     else:
         model = cls.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, **extra)
@@ -64,34 +67,48 @@ def load_model(path: str, gradient_checkpointing: bool = False, trust_remote_cod
     return model
 
 
-def rank_loads_weights() -> bool:
-    """Whether this process reads the checkpoint: rank 0 of a group, or a lone process."""
-    return not dist.is_initialized() or dist.get_rank() == 0
+@contextlib.contextmanager
+def parameters_on_meta():
+    """Modules built inside get their parameters on the meta device (no memory, no initialisation work)
+    and their buffers as usual."""
+    register = nn.Module.register_parameter
+
+    def on_meta(module, name, param):
+        register(module, name, param)
+        if param is not None and param.device.type != "meta":
+            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
 
 
 def load_sharded(build: Callable[[bool], nn.Module], shard: Callable[[nn.Module], nn.Module],
-                 device: torch.device | str, keep_on_host: bool = False) -> nn.Module:
-    """`build(empty)` makes the model (weights read, or on the meta device when `empty`); `shard` wraps it
-    with FSDP2. Rank 0 reads the weights, the others build empty, and the weights reach every shard
-    by broadcast from rank 0. Buffers that are not in the state dict (rotary frequencies) are broadcast
-    too. `keep_on_host`: FSDP2's CPU offload policy (the shards live on the host)."""
+                 device: torch.device | str, keep_on_host: bool = False,
+                 read_weights: Callable[[], dict] | None = None) -> nn.Module:
+    """`build(empty)` makes the model (weights read, or parameters on the meta device when `empty`);
+    `shard` wraps it with FSDP2; `read_weights()` gives the checkpoint's state dict (default: the built
+    model's), called on rank 0 only. Every rank builds empty and shards; rank 0 broadcasts the weights into
+    the shards (in the dtype read_weights gives them: bf16 checkpoints travel in bf16 and are cast into the
+    shards). `keep_on_host`: FSDP2's CPU offload policy (the shards live on the host)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
     if not dist.is_initialized() or dist.get_world_size() == 1:
         model = shard(build(False))
         return model if keep_on_host else model.to(device)
-    reads = dist.get_rank() == 0
-    model = build(not reads)
-    full = model.state_dict() if reads else {}
+    model = build(True)
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    full = (read_weights or (lambda: build(False).state_dict()))() if dist.get_rank() == 0 else {}
     model = shard(model)
-    if reads:
-        model.to(device)
-    else:
-        model.to_empty(device=device)
+    model.to_empty(device=device)
     set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     del full
-    for buffer in model.buffers():
-        dist.broadcast(buffer, src=0)
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():  # to_empty left them uninitialised
+            buffer.copy_(buffers[name].to(buffer.device))
+            dist.broadcast(buffer, src=0)
     if keep_on_host and torch.device(device).type != "cpu":
         model.to("cpu")
     return model

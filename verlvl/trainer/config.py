@@ -6,17 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from verlvl.algos import ADV_ESTIMATORS, KL_PENALTIES, LOSS_AGG_MODES, POLICY_LOSSES
 from verlvl.data.config import DataConfig
 from verlvl.trainer import builtin
-from verlvl.trainer.advantages import ADV_ESTIMATORS
-from verlvl.trainer.core_algos import LOSS_AGG_MODES, POLICY_LOSSES
 from verlvl.utils.device import is_cuda_available
 from verlvl.workers.config import ActorConfig, CriticConfig, RefConfig, RolloutConfig, from_mapping
 from verlvl.workers.fsdp_workers import VERL_ACTOR_KEYS, VERL_REF_KEYS, VERL_ROLLOUT_KEYS
 from verlvl.workers.rollout import ROLLOUT_ENGINES
 from verlvl.workers.rollout.vllm_version import check_vllm_version
 
-KL_TYPES = ("kl", "abs", "mse", "low_var_kl", "k1", "k2", "k3")
 
 
 class ConfigError(ValueError):
@@ -65,6 +63,8 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
         errors.append("trainer.device=cuda but this machine has no CUDA GPU; use trainer.device=auto (or cpu) to "
                       "train on CPU")
 
+    _check_filter_groups(algo, errors)
+
     if data_cfg and actor and rollout:
         n = rollout.n
         if data_cfg.train_batch_size % actor.ppo_mini_batch_size:
@@ -90,13 +90,13 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
                           f"{sorted(POLICY_LOSSES)}")
         if actor.loss_agg_mode not in LOSS_AGG_MODES:
             errors.append(f"actor_rollout_ref.actor.loss_agg_mode={actor.loss_agg_mode!r}: use one of {LOSS_AGG_MODES}")
-        if actor.kl_loss_type not in KL_TYPES:
-            errors.append(f"actor_rollout_ref.actor.kl_loss_type={actor.kl_loss_type!r}: use one of {KL_TYPES}")
+        if actor.kl_loss_type not in KL_PENALTIES:
+            errors.append(f"actor_rollout_ref.actor.kl_loss_type={actor.kl_loss_type!r}: use one of {KL_PENALTIES}")
     estimator = algo.get("adv_estimator", "grpo")
     if estimator not in ADV_ESTIMATORS:
         errors.append(f"algorithm.adv_estimator={estimator!r}: use one of {sorted(ADV_ESTIMATORS)}")
-    if algo.get("kl_penalty", "kl") not in KL_TYPES:
-        errors.append(f"algorithm.kl_penalty={algo.get('kl_penalty')!r}: use one of {KL_TYPES}")
+    if algo.get("kl_penalty", "kl") not in KL_PENALTIES:
+        errors.append(f"algorithm.kl_penalty={algo.get('kl_penalty')!r}: use one of {KL_PENALTIES}")
     from verlvl.reward.managers import REWARD_MANAGERS
 
     manager = (cfg.get("reward_model") or {}).get("reward_manager", "naive")
@@ -134,6 +134,17 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
     resolve = builtin.resolve if resolve_builtins else (lambda p: p)
     return Derived(world, use_gpu, use_critic, use_reference, resolve(model_path),
                    tuple(resolve(f) for f in train_files), tuple(resolve(f) for f in val_files), on_policy)
+
+
+def _check_filter_groups(algo: dict, errors: list[str]) -> None:
+    groups = algo.get("filter_groups") or {}
+    unknown = sorted(set(groups) - {"enable", "metric", "max_num_gen_batches"})
+    if unknown:
+        errors.append(f"unknown key(s) algorithm.filter_groups.{', '.join(unknown)}: use enable, metric, "
+                      "max_num_gen_batches")
+    if groups.get("enable") and groups.get("metric") == "seq_final_reward" and algo.get("use_kl_in_reward"):
+        errors.append("algorithm.filter_groups.metric=seq_final_reward with use_kl_in_reward: groups are filtered "
+                      "before the KL term is known here; use seq_reward (or acc)")
 
 
 def _try(errors: list[str], build):

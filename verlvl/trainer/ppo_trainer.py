@@ -10,9 +10,9 @@ from contextlib import contextmanager
 import torch
 from tqdm import tqdm
 
+from verlvl.algos import get_adv_estimator_fn, get_kl_controller, kl_in_reward_metric, kl_penalty
 from verlvl.protocol import DataProto, as_object_array
-from verlvl.trainer.advantages import get_adv_estimator_fn
-from verlvl.trainer.core_algos import get_kl_controller, kl_penalty, masked_mean
+from verlvl.trainer.dynamic_sampling import NotEnoughGroups, merge_rewards, metric_values, varied_groups
 from verlvl.trainer.metrics import (compute_data_metrics, compute_mismatch_metrics, compute_throughput_metrics,
                                     compute_timing_metrics)
 from verlvl.trainer.validation_metrics import validation_metrics
@@ -63,17 +63,10 @@ class PPOTrainer:
         stream = self.train_loader.iterate_forever()
         while self.global_step < total:
             self.global_step += 1
-            batch, timing = self.new_batch(next(stream)), {}
+            timing = {}
             self.reset_compute_counters()  # validation and checkpoints between steps are not step time
             with self.timer("step", timing):
-                with self.timer("gen", timing):
-                    batch = self.actor_rollout_wg.generate_sequences(batch)
-                if self.algo.get("adv_estimator") == "remax":
-                    with self.timer("gen_max", timing):
-                        batch.batch["reward_baselines"] = self.greedy_baseline(batch)
-                with self.timer("reward", timing):
-                    reward = self.reward_fn(batch, return_dict=True)
-                    batch.batch["token_level_scores"] = reward["reward_tensor"]
+                batch, reward, sampling_metrics = self.sample(stream, timing)
                 with self.timer("old_log_prob", timing):
                     old_metrics = self.old_log_probs(batch)
                 if self.derived.use_reference:
@@ -95,7 +88,7 @@ class PPOTrainer:
                     with self.timer("weight_sync", timing):
                         self.actor_rollout_wg.sync_rollout_weights()
             metrics = {"training/global_step": self.global_step, "training/epoch": self.train_loader.epoch,
-                       **self.overhead_metrics(timing), **old_metrics,
+                       **self.overhead_metrics(timing), **sampling_metrics, **old_metrics,
                        **update_metrics, **kl_metrics, **reward.get("reward_metrics", {}),
                        **compute_data_metrics(batch, self.derived.use_critic, self.cfg["data"]["max_response_length"]),
                        **compute_timing_metrics(timing, batch), **compute_mismatch_metrics(batch),
@@ -115,12 +108,60 @@ class PPOTrainer:
         return last
 
     # ------------------------------------------------------------------ the steps
-    def new_batch(self, batch_dict: dict) -> DataProto:
+    def new_batch(self, batch_dict: dict, generation: int = 0) -> DataProto:
         batch = DataProto.from_single_dict(batch_dict)
         # uids name a prompt's group of samples; deterministic so that a resumed run repeats exactly
-        batch.non_tensor_batch["uid"] = as_object_array([f"{self.global_step}-{i}" for i in range(len(batch))])
+        batch.non_tensor_batch["uid"] = as_object_array([f"{self.global_step}-{generation}-{i}"
+                                                         for i in range(len(batch))])
         batch.meta_info["global_step"] = self.global_step
         return batch
+
+    def generate_and_score(self, batch_dict: dict, timing: dict, generation: int = 0) -> tuple[DataProto, dict]:
+        batch = self.new_batch(batch_dict, generation)
+        with self.timer("gen", timing):
+            batch = self.actor_rollout_wg.generate_sequences(batch)
+        if self.algo.get("adv_estimator") == "remax":
+            with self.timer("gen_max", timing):
+                batch.batch["reward_baselines"] = self.greedy_baseline(batch)
+        with self.timer("reward", timing):
+            reward = self.reward_fn(batch, return_dict=True)
+        batch.batch["token_level_scores"] = reward["reward_tensor"]
+        return batch, reward
+
+    def sample(self, stream, timing: dict) -> tuple[DataProto, dict, dict]:
+        """One step's scored responses. With algorithm.filter_groups (DAPO's dynamic sampling): only prompt
+        groups whose responses disagree on filter_groups.metric, from as many generation batches as it
+        takes to keep data.train_batch_size prompts (at most filter_groups.max_num_gen_batches)."""
+        groups = self.algo.get("filter_groups") or {}
+        if not groups.get("enable", False):
+            batch, reward = self.generate_and_score(next(stream), timing)
+            return batch, reward, {}
+        want, limit = int(self.cfg["data"]["train_batch_size"]), int(groups.get("max_num_gen_batches", 0) or 0)
+        kept, rewards, n_kept, n_seen = [], [], 0, 0
+        while n_kept < want:
+            if 0 < limit <= len(rewards):
+                self.save_before_failing()
+                raise NotEnoughGroups(
+                    f"algorithm.filter_groups: {len(rewards)} generation batches (max_num_gen_batches={limit}) kept "
+                    f"{n_kept} of the {want} prompts data.train_batch_size needs: every other group scored the "
+                    f"same on {groups.get('metric')!r}. The data may be too hard or too easy for the model; raise "
+                    "max_num_gen_batches (0: no limit) or data.gen_batch_size, or turn filter_groups off")
+            batch, reward = self.generate_and_score(next(stream), timing, len(rewards))
+            rows, groups_kept, groups_seen = varied_groups(batch.non_tensor_batch["uid"],
+                                                           metric_values(batch, reward, groups.get("metric") or "acc"))
+            n_kept, n_seen = n_kept + groups_kept, n_seen + groups_seen
+            rewards.append((reward, len(batch)))
+            kept += [batch[rows]] if rows else []
+        per_prompt = len(batch) // groups_seen  # responses per prompt
+        return DataProto.concat(kept)[:want * per_prompt], merge_rewards(rewards), {
+            "train/num_gen_batches": float(len(rewards)), "train/num_prompts_dropped": float(n_seen - n_kept)}
+
+    def save_before_failing(self) -> None:
+        """Keep what the steps so far trained (the current step has not trained)."""
+        if self.checkpointer is not None and self.global_step > 1:
+            self.global_step -= 1
+            self.checkpointer.save(self)
+            self.global_step += 1
 
     def old_log_probs(self, batch: DataProto) -> dict[str, float]:
         """The trainer's log-probs of the sampled tokens, and the policy's entropy on them (actor/entropy,
@@ -132,7 +173,7 @@ class PPOTrainer:
         if self.derived.on_policy and "rollout_log_probs" in batch.batch.keys() and not measure:
             batch.batch["old_log_probs"] = batch.batch["rollout_log_probs"]
             batch.meta_info["old_log_probs_are_rollouts"] = True  # equal by construction: no mismatch to log
-            entropy = batch.batch["entropys"] if "entropys" in batch.batch.keys() else None
+            entropy = batch.batch["rollout_entropys"] if "rollout_entropys" in batch.batch.keys() else None
             metrics = {}
         else:
             out = self.actor_rollout_wg.compute_log_prob(for_workers(batch))
@@ -172,7 +213,7 @@ class PPOTrainer:
         kld = kld * mask
         beta = self.kl_ctrl.value
         batch.batch["token_level_rewards"] = scores - beta * kld
-        current = masked_mean(kld, mask).item()
+        current = kl_in_reward_metric(kld, mask).item()  # veRL: the mean over rows of each row's mean
         self.kl_ctrl.update(current, n_steps=len(batch))
         return {"actor/reward_kl_penalty": current, "actor/reward_kl_penalty_coeff": beta}
 
@@ -244,6 +285,7 @@ class PPOTrainer:
     @staticmethod
     @contextmanager
     def timer(name: str, timing: dict):
+        """Seconds spent in the block, added to timing[name] (dynamic sampling generates several times)."""
         start = time.perf_counter()
         yield
-        timing[name] = time.perf_counter() - start
+        timing[name] = timing.get(name, 0.0) + time.perf_counter() - start

@@ -44,7 +44,9 @@ def build_loaders(cfg: dict, derived: Derived, tokenizer, processor):
     data_cfg = DataConfig.from_mapping({**cfg["data"], "train_files": list(derived.train_files),
                                         "val_files": list(derived.val_files)})
     train = RLDataset(list(derived.train_files), tokenizer, processor, data_cfg, data_cfg.train_max_samples)
-    train_loader = ResumableLoader(train, data_cfg.train_batch_size, shuffle=data_cfg.shuffle, seed=data_cfg.seed,
+    dynamic = bool(((cfg.get("algorithm") or {}).get("filter_groups") or {}).get("enable", False))
+    batch_size = (data_cfg.gen_batch_size or data_cfg.train_batch_size) if dynamic else data_cfg.train_batch_size
+    train_loader = ResumableLoader(train, batch_size, shuffle=data_cfg.shuffle, seed=data_cfg.seed,
                                    num_workers=data_cfg.dataloader_num_workers, collate_fn=collate_fn)
     val_loader = None
     if derived.val_files:

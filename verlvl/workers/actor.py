@@ -8,11 +8,11 @@ from collections import defaultdict
 import torch
 import torch.distributed as dist
 
+from verlvl.algos import LOSS_COUNT_KEYS, agg_loss, get_policy_loss_fn, kl_penalty, loss_counts
 from verlvl.engine.batching import MicroBatches
 from verlvl.engine.forward import PixelCache, PixelStore, batched_log_probs, response_log_probs, response_mask_of
 from verlvl.engine.fsdp import clip_grad_norm, is_finite, move_optimizer_state
 from verlvl.protocol import DataProto
-from verlvl.trainer.core_algos import agg_loss, get_policy_loss_fn, kl_penalty
 from verlvl.workers.config import ActorConfig, OptimConfig
 
 
@@ -41,10 +41,11 @@ def dp_all_reduce(values: torch.Tensor, op=None) -> torch.Tensor:
 
 
 def global_counts(mini: DataProto, dp_size: int) -> dict:
-    """agg_loss's keyword arguments: the mini-batch's response tokens and rows summed over all ranks."""
-    counts = dp_all_reduce(torch.tensor([float(response_mask_of(mini).sum()), float(len(mini))],
-                                        dtype=torch.float64))
-    return {"global_tokens": counts[0].item(), "global_seqs": counts[1].item(), "dp_size": dp_size}
+    """agg_loss's keyword arguments: the mini-batch's response tokens, non-empty rows and rows summed over all
+    ranks, and the horizon of seq-mean-token-sum-norm (the untrimmed response width, as veRL's default)."""
+    counts = dp_all_reduce(loss_counts(response_mask_of(mini)))
+    return {**dict(zip(LOSS_COUNT_KEYS, counts.tolist())), "dp_size": dp_size,
+            "loss_scale_factor": mini.batch["responses"].shape[-1]}
 
 
 def step_if_finite(model, optimizer, max_norm: float, optimizer_offload: bool = False) -> float:

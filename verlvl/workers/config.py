@@ -66,6 +66,11 @@ class ActorConfig:
     loss_agg_mode: str = "token-mean"
     policy_loss: str = "vanilla"
     tis_imp_ratio_cap: float = -1.0  # > 0: truncated importance sampling against the rollout's log-probs
+    clip_cov_ratio: float = 0.0002  # policy_loss=clip_cov: fraction of tokens clipped by covariance
+    clip_cov_lb: float = 1.0  # clip_cov: covariance band
+    clip_cov_ub: float = 5.0
+    kl_cov_ratio: float = 0.0002  # policy_loss=kl_cov: fraction of tokens given the KL penalty
+    ppo_kl_coef: float = 0.1  # kl_cov: its coefficient
     entropy_coeff: float = 0.0
     use_kl_loss: bool = False
     kl_loss_coef: float = 0.001

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import defaultdict
 
 import torch
 from torch import nn
 
+from verlvl.algos import clipped_value_loss, masked_mean
 from verlvl.engine.batching import pad_responses
 from verlvl.engine.forward import (PixelCache, PixelStore, dummy_vision, model_inputs, packed_inputs,
                                    response_mask_of)
 from verlvl.engine.fsdp import vision_tower
+from verlvl.engine.loading import parameters_on_meta
 from verlvl.protocol import DataProto
-from verlvl.trainer.core_algos import clipped_value_loss, masked_mean
 from verlvl.workers.actor import MicroBatches, global_counts, mean_over_ranks, step_if_finite
 from verlvl.workers.config import CriticConfig
 
@@ -26,8 +28,8 @@ class ValueModel(nn.Module):
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
-        if empty:  # the architecture on the meta device; the weights come by broadcast (engine/loading.py)
-            with torch.device("meta"):
+        if empty:  # parameters on the meta device; the weights come by broadcast (engine/loading.py)
+            with parameters_on_meta():
                 self.model = AutoModel.from_config(AutoConfig.from_pretrained(path), dtype=dtype)
         else:
             self.model = AutoModel.from_pretrained(path, dtype=dtype)
@@ -35,7 +37,8 @@ class ValueModel(nn.Module):
             self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         config = self.model.config
         hidden = getattr(getattr(config, "text_config", config), "hidden_size")
-        self.value_head = nn.Linear(hidden, 1, device="meta" if empty else None, dtype=dtype)
+        with parameters_on_meta() if empty else contextlib.nullcontext():
+            self.value_head = nn.Linear(hidden, 1, dtype=dtype)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
         self._no_split_modules = list(getattr(self.model, "_no_split_modules", None) or [])

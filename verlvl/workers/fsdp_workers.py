@@ -16,7 +16,7 @@ import torch.distributed as dist
 from verlvl.engine.checkpoint import export_hf, load_sharded, save_sharded
 from verlvl.engine.forward import PixelStore, install_dummy_vision_pass
 from verlvl.engine.fsdp import apply_fsdp2, freeze_vision_tower, fsdp_kwargs, move_model
-from verlvl.engine.loading import load_model, load_sharded as load_sharded_model
+from verlvl.engine.loading import load_model, load_sharded as load_sharded_model, release_dtype
 from verlvl.engine.placement import device_boundary, empty_cache, memory_metrics
 from verlvl.engine.state_dict import full_weights
 from verlvl.models.processor import load_processor, load_tokenizer
@@ -56,8 +56,10 @@ class ModelWorker(Worker):
         self._offloaded: set[int] = set()
         self.pixel_store = PixelStore()  # a prompt's images are processed once per step on this rank
 
-    def _load(self, build, fsdp_config: FSDPConfig, param_dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
-        """`build(empty)` -> model; sharded with FSDP2 (when distributed), weights broadcast from rank 0."""
+    def _load(self, build, fsdp_config: FSDPConfig, read_weights=None,
+              param_dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
+        """`build(empty)` -> model; sharded with FSDP2 (when distributed), the weights `read_weights()` gives
+        (rank 0 only) broadcast into the shards."""
         on_cuda = self.device.type == "cuda"
 
         def shard(model):
@@ -68,7 +70,7 @@ class ModelWorker(Worker):
             install_dummy_vision_pass(model)
             return model
 
-        model = load_sharded_model(build, shard, self.device, keep_on_host=on_cuda and fsdp_config.offload_policy)
+        model = load_sharded_model(build, shard, self.device, on_cuda and fsdp_config.offload_policy, read_weights)
         if on_cuda and fsdp_config.param_offload and not fsdp_config.offload_policy:
             move_model(model, "cpu")
             self._offloaded.add(id(model))
@@ -119,6 +121,11 @@ class ActorRolloutRefWorker(ModelWorker):
         self.tokenizer, self.processor = load_tokenizer(path), load_processor(path)
         self.actor = self.rollout = self.ref = self.switch = None
         never_sampled = never_sampled_ids(self.tokenizer)  # the policy gives these probability 0
+        released = release_dtype(path) or torch.float32
+
+        def read_weights() -> dict:  # rank 0 only: the checkpoint as released (bf16 for Qwen-VL), once
+            return load_model(path, trust_remote_code=mc.trust_remote_code, dtype=released).state_dict()
+
         if self.has_actor or self.has_rollout:
             def build_actor(empty: bool):
                 model = load_model(path, mc.enable_gradient_checkpointing, mc.trust_remote_code,
@@ -127,7 +134,7 @@ class ActorRolloutRefWorker(ModelWorker):
                     log.info("froze %d vision-tower parameters", freeze_vision_tower(model))
                 return model
 
-            model = self._load(build_actor, self.actor_config.fsdp_config)
+            model = self._load(build_actor, self.actor_config.fsdp_config, read_weights)
             optimizer = scheduler = None
             if self.has_actor:
                 optimizer, scheduler = build_optimizer(model, self.actor_config.optim)
@@ -145,7 +152,7 @@ class ActorRolloutRefWorker(ModelWorker):
                 return load_model(path, trust_remote_code=mc.trust_remote_code,
                                   attn_implementation=mc.attn_implementation, dtype=dtype, empty=empty)
 
-            ref_model = self._load(build_ref, self.ref_config.fsdp_config)
+            ref_model = self._load(build_ref, self.ref_config.fsdp_config, read_weights)
             ref_model.requires_grad_(False)
             self.ref = PPOActor(ref_model, self.actor_config, self.processor, dp_size=_dp_size(),
                                 never_sampled=never_sampled, device=self.device, pixel_store=self.pixel_store,
@@ -258,7 +265,9 @@ class CriticWorker(ModelWorker):
         path = self.config.model.path
         self.processor = load_processor(path)
         gradient_checkpointing = self.config.model.enable_gradient_checkpointing
-        model = self._load(lambda empty: ValueModel(path, gradient_checkpointing, empty), self.config.fsdp_config)
+        released = release_dtype(path) or torch.float32
+        model = self._load(lambda empty: ValueModel(path, gradient_checkpointing, empty), self.config.fsdp_config,
+                           lambda: ValueModel(path, dtype=released).state_dict())
         optimizer, scheduler = build_optimizer(model, self.config.optim)
         self.critic = PPOCritic(model, self.config, self.processor, optimizer, scheduler, _dp_size(), self.device,
                                 self.pixel_store)

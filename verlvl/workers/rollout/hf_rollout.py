@@ -1,12 +1,13 @@
 """The hf rollout: transformers `generate` on the actor's own (unsharded) weights, images and all, in
-micro-batches; no per-step logits are kept, the rollout's log-probs come from one chunked forward."""
+micro-batches. No per-step logits are kept: a logits processor takes each sampled token's log-prob (and
+the entropy) under the policy's distribution as generation goes, one step's scores at a time."""
 
 from __future__ import annotations
 
 import torch
-from transformers import GenerationConfig
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from verlvl.engine.forward import PixelCache, PixelStore, batched_log_probs, first_token_column
+from verlvl.engine.forward import PixelCache, PixelStore, first_token_column
 from verlvl.engine.fsdp import unsharded
 from verlvl.protocol import DataProto
 from verlvl.workers.config import RolloutConfig
@@ -26,6 +27,39 @@ def generation_config(params: dict, max_new_tokens: int, eos_ids: list[int], pad
         no_repeat_ngram_size=0, length_penalty=1.0, min_new_tokens=0, bad_words_ids=None,
         eos_token_id=eos_ids, pad_token_id=pad_id, suppress_tokens=suppress or None, begin_suppress_tokens=None,
         forced_bos_token_id=None, forced_eos_token_id=None, return_dict_in_generate=False)
+
+
+class SampledLogProbs(LogitsProcessor):
+    """Records, step by step, the log-prob and entropy of the sampled token under softmax(logits / T) with
+    the never-sampled tokens removed: the policy's distribution, as the actor computes it. It runs after
+    transformers' token suppression and before temperature / top-k / top-p (custom processors are merged
+    in there), so `scores` are the model's logits with the suppressed tokens at -inf. A step's token is
+    known at the next call (or, for the last one, after generate): only that step's scores are kept."""
+
+    def __init__(self, temperature: float):
+        self.temperature = temperature
+        self.log_probs, self.entropies = [], []
+        self._pending = None  # the previous step's (log_z, scaled scores)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._take(input_ids[:, -1])
+        scaled = scores.float() / self.temperature
+        log_z = torch.logsumexp(scaled, dim=-1)
+        probs = torch.softmax(scaled, dim=-1)
+        self.entropies.append(log_z - (probs * scaled.nan_to_num(neginf=0.0)).sum(-1))
+        self._pending = (log_z, scaled)
+        return scores
+
+    def _take(self, tokens: torch.Tensor) -> None:
+        if self._pending is not None:
+            log_z, scaled = self._pending
+            self.log_probs.append(scaled.gather(-1, tokens[:, None]).squeeze(-1) - log_z)
+            self._pending = None
+
+    def finish(self, sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, steps) log-probs and entropies, given generate's output."""
+        self._take(sequences[:, -1])
+        return torch.stack(self.log_probs, 1), torch.stack(self.entropies, 1)
 
 
 class _OwnGenerationConfig:
@@ -67,31 +101,35 @@ class HFRollout:
         pixels = PixelCache(self.processor, self.device, self.pixel_store)
         micro = self.config.micro_batch_size or len(data)
         self.model.eval()
+        temperature = params["temperature"] if params["do_sample"] else 1.0
         with unsharded(self.model), _OwnGenerationConfig(self.model, config):
-            responses = torch.cat([self._generate(part, config, pixels, r) for part in data.split(micro)])
-            responses, response_mask = self._pad_after_eos(responses)
-            out = build_rollout_batch(data, responses, response_mask, torch.zeros_like(responses, dtype=torch.float32))
-            temperature = params["temperature"] if params["do_sample"] else 1.0
-            log_probs, entropy, _ = batched_log_probs(self.model, out, pixels,
-                                                      self.config.log_prob_micro_batch_size_per_gpu, temperature,
-                                                      True, self.suppress)
-        out.batch["rollout_log_probs"] = log_probs.masked_fill(response_mask == 0, 0.0)
-        out.batch["entropys"] = entropy.masked_fill(response_mask == 0, 0.0)  # actor/entropy when on-policy
+            parts = [self._generate(part, config, pixels, r, temperature) for part in data.split(micro)]
+        responses, response_mask = self._pad_after_eos(torch.cat([p[0] for p in parts]))
+        out = build_rollout_batch(data, responses, response_mask,
+                                  torch.cat([p[1] for p in parts]).masked_fill(response_mask == 0, 0.0))
+        out.batch["rollout_entropys"] = torch.cat([p[2] for p in parts]).masked_fill(response_mask == 0, 0.0)
         return out
 
-    def _generate(self, data: DataProto, config: GenerationConfig, pixels: PixelCache, r: int) -> torch.Tensor:
-        """(B, r) sampled tokens of one micro-batch (padded with pad_id where generation stopped early)."""
+    def _generate(self, data: DataProto, config: GenerationConfig, pixels: PixelCache, r: int,
+                  temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, r) sampled tokens of one micro-batch (pad_id where generation stopped early), their log-probs
+        and the entropy at each step."""
         input_ids, attention_mask = data.batch["input_ids"], data.batch["attention_mask"]
         start = first_token_column(attention_mask)  # padding every row shares is not computed
         kwargs = {"input_ids": input_ids[:, start:], "attention_mask": attention_mask[:, start:]}
         kwargs.update(pixels.rows(data))
         if self.image_token_id is not None:
             kwargs["mm_token_type_ids"] = (kwargs["input_ids"] == self.image_token_id).int()
-        sequences = self.model.generate(**kwargs, generation_config=config)
+        recorder = SampledLogProbs(temperature)
+        sequences = self.model.generate(**kwargs, generation_config=config,
+                                        logits_processor=LogitsProcessorList([recorder]))
         responses = sequences[:, input_ids.shape[1] - start:]
-        if responses.shape[1] < r:
-            responses = torch.nn.functional.pad(responses, (0, r - responses.shape[1]), value=self.pad_id)
-        return responses
+        log_probs, entropies = recorder.finish(sequences)
+        pad = r - responses.shape[1]
+        if pad > 0:
+            responses = torch.nn.functional.pad(responses, (0, pad), value=self.pad_id)
+            log_probs, entropies = (torch.nn.functional.pad(t, (0, pad)) for t in (log_probs, entropies))
+        return responses, log_probs, entropies
 
     def _pad_after_eos(self, responses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask = 1 up to and including the first EOS; pad_id everywhere after it."""
