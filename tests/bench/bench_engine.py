@@ -175,7 +175,7 @@ def whole_vocab_log_probs(logits: torch.Tensor, tokens: torch.Tensor):
 
 
 def chunked_log_probs(logits: torch.Tensor, tokens: torch.Tensor, chunk_bytes: int | None = None):
-    from verlvl.engine.forward import CHUNK_BYTES, token_log_probs
+    from verlvl.engine.logprob import CHUNK_BYTES, token_log_probs
 
     return token_log_probs(logits, tokens, calculate_entropy=True, chunk_bytes=chunk_bytes or CHUNK_BYTES)
 

@@ -9,7 +9,7 @@ import torch
 from verlvl.algos.losses import truncated_is_weight
 from verlvl.algos.policy_losses import compute_policy_loss_vanilla
 from verlvl.workers.config import RolloutConfig, from_mapping
-from verlvl.engine.forward import mask_never_sampled
+from verlvl.engine.logprob import mask_never_sampled
 from verlvl.workers.rollout import ROLLOUT_ENGINES
 from verlvl.workers.rollout.vllm_rollout import engine_kwargs
 from verlvl.workers.rollout.vllm_version import check_vllm_version

@@ -7,15 +7,13 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from verlvl.engine.batching import MicroBatches, pad_responses
 from verlvl.engine.fsdp import vision_tower
+from verlvl.engine.logprob import token_log_probs
 from verlvl.models.vision_inputs import image_inputs
 from verlvl.protocol import DataProto
 
-# Positions per chunk of the vocabulary maths: about 256 MiB of fp32 logits at a time.
-CHUNK_BYTES = 256 << 20
 
 
 class PixelStore:
@@ -114,53 +112,6 @@ def packed_inputs(data: DataProto, pixels: "PixelCache") -> tuple[dict, torch.Te
               "position_ids": position_ids, "use_cache": False}
     kwargs.update(pixels.rows(data))
     return kwargs, keep[response_mask], response_mask
-
-
-def mask_never_sampled(logits: torch.Tensor, token_ids) -> torch.Tensor:
-    """Logits of tokens no rollout may sample (vision specials) at the lowest finite value: probability
-    0, and 0 x logit stays finite in the entropy. Renormalises the policy over the tokens it can sample."""
-    if not token_ids:
-        return logits
-    return logits.index_fill(-1, torch.as_tensor(token_ids, device=logits.device), torch.finfo(logits.dtype).min)
-
-
-def _chunk_stats(logits: torch.Tensor, tokens: torch.Tensor, temperature: float, never_sampled: tuple,
-                 calculate_entropy: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    logits = logits.float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    logits = mask_never_sampled(logits, never_sampled)
-    log_z = torch.logsumexp(logits, dim=-1)
-    log_probs = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - log_z
-    if not calculate_entropy:
-        return log_probs, log_probs.new_zeros(())
-    return log_probs, log_z - (torch.softmax(logits, dim=-1) * logits).sum(-1)
-
-
-def token_log_probs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0, never_sampled=(),
-                    calculate_entropy: bool = False, chunk_bytes: int = CHUNK_BYTES
-                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs of `tokens` (and the entropy) under softmax(logits / temperature) without the tokens in
-    `never_sampled`: the one definition of the policy's probabilities, for the actor and the rollouts.
-
-    The fp32 vocabulary maths runs on chunks of positions; with gradients each chunk is recomputed in the
-    backward pass (activation checkpointing), so only the model's own logits stay alive."""
-    shape, vocab = tokens.shape, logits.shape[-1]
-    flat_logits, flat_tokens = logits.reshape(-1, vocab), tokens.reshape(-1)
-    step = max(1, chunk_bytes // (4 * vocab))
-    grad = torch.is_grad_enabled() and logits.requires_grad
-    never_sampled = tuple(never_sampled)
-    parts = []
-    for start in range(0, flat_tokens.numel(), step):
-        args = (flat_logits[start:start + step], flat_tokens[start:start + step], temperature, never_sampled,
-                calculate_entropy)
-        parts.append(checkpoint(_chunk_stats, *args, use_reentrant=False) if grad else _chunk_stats(*args))
-    if not parts:
-        empty = flat_logits.new_zeros(shape, dtype=torch.float32)
-        return empty, (empty if calculate_entropy else None)
-    log_probs = torch.cat([p[0] for p in parts]).view(shape)
-    entropy = torch.cat([p[1] for p in parts]).view(shape) if calculate_entropy else None
-    return log_probs, entropy
 
 
 def response_log_probs(model, data: DataProto, pixels: PixelCache, temperature: float = 1.0,
