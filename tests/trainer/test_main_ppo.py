@@ -154,3 +154,17 @@ def test_remax_baseline_is_greedy_whatever_val_kwargs_say():
                                 {"uid": __import__("numpy").array(["a", "b"], dtype=object)})
     trainer.greedy_baseline(batch)
     assert seen == [{"n": 1, "do_sample": False}]
+
+
+def test_rollout_correction_end_to_end_on_two_workers(ray_local, cache):
+    run_dir = cache / "rollout_correction"
+    result = run_ppo(compose_config(*SHORT, "trainer.total_training_steps=2",
+                                    "algorithm.rollout_correction.rollout_is=sequence",
+                                    "algorithm.rollout_correction.rollout_rs=token_k3",
+                                    "algorithm.rollout_correction.rollout_rs_threshold=0.01",
+                                    f"trainer.default_local_dir={run_dir}"))
+    m = result.metrics
+    # on-policy, but with a correction configured the trainer recomputes the old log-probs to weigh against
+    assert "rollout_corr/rollout_is_mean" in m and m["rollout_corr/rollout_is_mean"] == pytest.approx(1.0, abs=1e-3)
+    assert m["rollout_corr/rollout_rs_masked_fraction"] == 0.0 and "rollout_corr/k3_kl" in m
+    assert m["training/rollout_probs_diff_max"] < 1e-4

@@ -147,3 +147,15 @@ def test_text_only_model_trains_through_the_causal_lm_path(tmp_path, shapes_file
     log_probs, _ = actor.compute_log_prob(out, 4)
     mask = out.batch["response_mask"].bool()
     assert (log_probs - out.batch["rollout_log_probs"])[mask].abs().max() <= 1e-4
+
+
+def test_rollout_correction_weights_reach_the_policy_loss(tiny_vl, tiny_vl_path, batch):
+    """algorithm.rollout_correction's importance weights (computed on the driver) scale each token's loss."""
+    processor, _ = tiny_vl
+    plain = make_actor(tiny_vl_path, processor, ppo_micro_batch_size_per_gpu=4)
+    weighted = make_actor(tiny_vl_path, processor, ppo_micro_batch_size_per_gpu=4)
+    data = batch.select(deepcopy=True)
+    data.batch["rollout_is_weights"] = torch.full_like(data.batch["old_log_probs"], 0.5)
+    a, b = plain.update_policy(batch, 8), weighted.update_policy(data, 8)
+    assert b["actor/pg_loss"] == pytest.approx(0.5 * a["actor/pg_loss"], rel=1e-5)
+    assert b["actor/grad_norm"] == pytest.approx(0.5 * a["actor/grad_norm"], rel=1e-4)

@@ -20,6 +20,7 @@ def token_covariance(advantages: torch.Tensor, log_prob: torch.Tensor, mask: tor
 @register_policy_loss("clip_cov")
 def compute_policy_loss_clip_cov(old_log_prob, log_prob, advantages, response_mask,
                                  loss_agg_mode="token-mean", config=None, rollout_log_probs=None,
+                                 rollout_is_weights=None,
                                  **global_batch_info):
     """PPO's clipped surrogate, plus: of the tokens PPO did not clip whose covariance lies in (clip_cov_lb,
     clip_cov_ub), clip_cov_ratio of all tokens (at least one), drawn at random, lose their gradient."""
@@ -44,14 +45,15 @@ def compute_policy_loss_clip_cov(old_log_prob, log_prob, advantages, response_ma
     keep[chosen[:, 0], chosen[:, 1]] = 0
     pg_clipfrac = masked_mean((keep == 0).float(), response_mask)
     pg_losses = torch.maximum(losses1, losses2) * keep
-    pg_losses = pg_losses * truncated_is_weight(old_log_prob, rollout_log_probs, config)
+    pg_losses = pg_losses * truncated_is_weight(old_log_prob, rollout_log_probs, config, rollout_is_weights)
     pg_loss = agg_loss(pg_losses, response_mask, loss_agg_mode, **global_batch_info)
     return pg_loss, pg_clipfrac.detach(), ppo_kl.detach(), zero_metric(pg_loss)
 
 
 @register_policy_loss("kl_cov")
 def compute_policy_loss_kl_cov(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean",
-                               config=None, rollout_log_probs=None, **global_batch_info):
+                               config=None, rollout_log_probs=None, rollout_is_weights=None,
+        **global_batch_info):
     """The unclipped surrogate -A * ratio, plus ppo_kl_coef * |log ratio| on the kl_cov_ratio of tokens (at
     least one) with the largest covariance. Its ppo_kl is the mean absolute log ratio, as veRL logs it."""
     ratio_of_tokens = policy_loss_option(config, "kl_cov_ratio", 0.0002)
@@ -72,6 +74,6 @@ def compute_policy_loss_kl_cov(old_log_prob, log_prob, advantages, response_mask
         rows, cols = valid.nonzero(as_tuple=True)  # row-major, the order of advantages[valid]
         penalised[rows[top], cols[top]] = True
     pg_losses = torch.where(penalised, -advantages * ratio + kl_coef * abs_kl, -advantages * ratio)
-    pg_losses = pg_losses * truncated_is_weight(old_log_prob, rollout_log_probs, config)
+    pg_losses = pg_losses * truncated_is_weight(old_log_prob, rollout_log_probs, config, rollout_is_weights)
     pg_loss = agg_loss(pg_losses, response_mask, loss_agg_mode, **global_batch_info)
     return pg_loss, zero_metric(pg_loss), ppo_kl_abs.detach(), zero_metric(pg_loss)

@@ -16,8 +16,8 @@ POLICY_LOSSES = Registry("policy loss", "actor_rollout_ref.actor.policy_loss")
 
 def register_policy_loss(name: str) -> Callable:
     """Register fn(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config,
-    rollout_log_probs=None, **global_batch_info) -> (pg_loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower), the
-    metrics as detached tensors; global_batch_info (global_tokens, global_seqs, global_rows, dp_size,
+    rollout_log_probs=None, rollout_is_weights=None, **global_batch_info) -> (pg_loss, pg_clipfrac, ppo_kl,
+    pg_clipfrac_lower), the metrics as detached tensors; global_batch_info (global_tokens, global_seqs, global_rows, dp_size,
     loss_scale_factor) goes on to agg_loss."""
     return POLICY_LOSSES.register(name)
 
@@ -41,10 +41,14 @@ def clip_range(config, default: float = 0.2) -> tuple[float, float]:
     return option(config, "clip_ratio_low", clip), option(config, "clip_ratio_high", clip)
 
 
-def truncated_is_weight(old_log_prob, rollout_log_probs, config) -> torch.Tensor | float:
+def truncated_is_weight(old_log_prob, rollout_log_probs, config,
+                        rollout_is_weights=None) -> torch.Tensor | float:
     """Truncated importance sampling (TIS): min(pi_old / pi_rollout, cap) per token, which corrects for
     the rollout engine sampling from slightly different probabilities than the trainer computes
-    (actor.tis_imp_ratio_cap > 0 turns it on; 1.0 when off or without rollout log-probs)."""
+    (actor.tis_imp_ratio_cap > 0 turns it on; 1.0 when off or without rollout log-probs). Weights the
+    trainer computed (algorithm.rollout_correction, token or sequence level) take precedence."""
+    if rollout_is_weights is not None:
+        return rollout_is_weights.detach()
     cap = option(config, "tis_imp_ratio_cap", -1.0)
     if cap <= 0 or rollout_log_probs is None:
         return 1.0

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from verlvl.algos import ADV_ESTIMATORS, KL_PENALTIES, LOSS_AGG_MODES, POLICY_LOSSES
+from verlvl.algos.rollout_correction import RolloutCorrectionConfig
 from verlvl.data.config import DataConfig
 from verlvl.trainer import builtin
 from verlvl.utils.device import is_cuda_available
@@ -64,6 +65,12 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
                       "train on CPU")
 
     _check_filter_groups(algo, errors)
+    correction = _try(errors, lambda: RolloutCorrectionConfig.from_mapping(algo.get("rollout_correction")))
+    if correction is not None and correction.bypass_mode and (
+            correction.enabled or correction.loss_type != "ppo_clip"):
+        errors.append("algorithm.rollout_correction.bypass_mode=true is supported here only as 'old log-probs are "
+                      "the rollout's' (loss_type=ppo_clip, rollout_is and rollout_rs null); for importance weights "
+                      "or rejection use bypass_mode=false (the trainer recomputes the old log-probs)")
 
     if data_cfg and actor and rollout:
         n = rollout.n

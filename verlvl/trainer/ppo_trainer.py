@@ -11,6 +11,8 @@ import torch
 from tqdm import tqdm
 
 from verlvl.algos import get_adv_estimator_fn, get_kl_controller, kl_in_reward_metric, kl_penalty
+from verlvl.algos.rollout_correction import (RolloutCorrectionConfig, bypass_old_log_probs, mismatch_metrics,
+                                             rollout_correction)
 from verlvl.protocol import DataProto, as_object_array
 from verlvl.trainer.dynamic_sampling import NotEnoughGroups, merge_rewards, metric_values, varied_groups
 from verlvl.trainer.metrics import (compute_data_metrics, compute_mismatch_metrics, compute_throughput_metrics,
@@ -47,6 +49,7 @@ class PPOTrainer:
         self.tracker, self.checkpointer = tracker, checkpointer
         self.algo, self.trainer_cfg = cfg["algorithm"], cfg["trainer"]
         self.kl_ctrl = get_kl_controller(self.algo.get("kl_ctrl"))
+        self.correction = RolloutCorrectionConfig.from_mapping(self.algo.get("rollout_correction"))
         self.global_step = 0
 
     # ------------------------------------------------------------------ the algorithm
@@ -68,7 +71,7 @@ class PPOTrainer:
             with self.timer("step", timing):
                 batch, reward, sampling_metrics = self.sample(stream, timing)
                 with self.timer("old_log_prob", timing):
-                    old_metrics = self.old_log_probs(batch)
+                    old_metrics = {**self.old_log_probs(batch), **self.correct_rollout(batch)}
                 if self.derived.use_reference:
                     with self.timer("ref", timing):
                         batch.union(self.actor_rollout_wg.compute_ref_log_prob(for_workers(batch)))
@@ -167,10 +170,13 @@ class PPOTrainer:
         """The trainer's log-probs of the sampled tokens, and the policy's entropy on them (actor/entropy,
         as veRL logs it). On-policy on CPU (one epoch, one mini-batch) they equal the rollout's own, so
         that forward pass is skipped, except every trainer.mismatch_check_freq steps, when it runs and
-        training/rollout_probs_diff_* say how far apart the two really are."""
+        training/rollout_probs_diff_* say how far apart the two really are. rollout_correction.bypass_mode
+        always uses the rollout's."""
         check = self.trainer_cfg.get("mismatch_check_freq", 10) or -1
         measure = check > 0 and self.global_step % check == 0  # the shortcut's premise, measured
-        if self.derived.on_policy and "rollout_log_probs" in batch.batch.keys() and not measure:
+        has_rollout = "rollout_log_probs" in batch.batch.keys()
+        shortcut = self.derived.on_policy and not measure and not self.correction.enabled
+        if has_rollout and (bypass_old_log_probs(self.correction, has_rollout) or shortcut):
             batch.batch["old_log_probs"] = batch.batch["rollout_log_probs"]
             batch.meta_info["old_log_probs_are_rollouts"] = True  # equal by construction: no mismatch to log
             entropy = batch.batch["rollout_entropys"] if "rollout_entropys" in batch.batch.keys() else None
@@ -184,8 +190,25 @@ class PPOTrainer:
             metrics["actor/entropy"] = entropy[mask].float().mean().item()
         return metrics
 
+    def correct_rollout(self, batch: DataProto) -> dict[str, float]:
+        """algorithm.rollout_correction (veRL's decoupled mode): importance weights between the trainer's
+        old log-probs and the rollout's (token or sequence level, truncated), rejection of tokens or
+        sequences that diverge too far (the response mask loses them), and rollout_corr/* metrics,
+        logged whenever both log-probs exist and differ by more than construction."""
+        if "rollout_log_probs" not in batch.batch.keys() or batch.meta_info.get("old_log_probs_are_rollouts"):
+            return {}
+        old, rollout, mask = (batch.batch[k] for k in ("old_log_probs", "rollout_log_probs", "response_mask"))
+        if not self.correction.enabled:
+            return mismatch_metrics(old, rollout, mask)
+        weights, mask, metrics = rollout_correction(old, rollout, mask, self.correction)
+        if weights is not None:
+            batch.batch["rollout_is_weights"] = weights
+        batch.batch["response_mask"] = mask.to(batch.batch["response_mask"].dtype)
+        return metrics
+
     def update_actor(self, batch: DataProto) -> dict[str, float]:
-        view = for_workers(batch, "old_log_probs", "advantages", "ref_log_prob", "rollout_log_probs")
+        view = for_workers(batch, "old_log_probs", "advantages", "ref_log_prob", "rollout_log_probs",
+                           "rollout_is_weights")
         return self.actor_rollout_wg.update_actor(view).meta_info["metrics"]
 
     def update_critic(self, batch: DataProto) -> dict[str, float]:

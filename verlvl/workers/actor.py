@@ -124,10 +124,10 @@ class PPOActor:
             share = mask.sum().item() / max(1.0, agg["global_tokens"]) * self.dp_size  # token-weighted means
             log_prob, entropy = response_log_probs(self.model, mb, pixels, temperature,
                                                    cfg.entropy_coeff != 0, self.never_sampled, self.packed)
-            rollout_log_probs = mb.batch["rollout_log_probs"] if "rollout_log_probs" in mb.batch.keys() else None
+            optional = {k: mb.batch[k] for k in ("rollout_log_probs", "rollout_is_weights") if k in mb.batch.keys()}
             pg_loss, clipfrac, ppo_kl, clipfrac_lower = self.policy_loss(
                 mb.batch["old_log_probs"], log_prob, mb.batch["advantages"], mask, cfg.loss_agg_mode, cfg,
-                rollout_log_probs=rollout_log_probs, **agg)
+                **optional, **agg)
             loss = pg_loss
             if cfg.entropy_coeff != 0:
                 entropy_term = agg_loss(entropy, mask, cfg.loss_agg_mode, **agg)
