@@ -29,13 +29,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 # Qwen2.5-VL-7B-Instruct's config.json, the parts that size the model.
-QWEN25VL_7B_TEXT = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                        num_key_value_heads=4, vocab_size=152064, max_position_embeddings=128000, rms_norm_eps=1e-6,
-                        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0,
-                                         "mrope_section": [16, 24, 24]}, tie_word_embeddings=False)
-QWEN25VL_7B_VISION = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
-                          patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
-                          fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2, in_chans=3, hidden_act="silu")
+QWEN25VL_7B_TEXT = dict(
+    hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+    num_key_value_heads=4, vocab_size=152064, max_position_embeddings=128000, rms_norm_eps=1e-6,
+    tie_word_embeddings=False,
+    rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]})
+QWEN25VL_7B_VISION = dict(
+    depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584, patch_size=14,
+    spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[7, 15, 23, 31],
+    tokens_per_second=2, in_chans=3, hidden_act="silu")
 
 
 class _Inert:
@@ -117,14 +119,14 @@ def build_folders(root: Path, layers: int) -> dict[str, Path]:
 
     from verlvl.models.tiny import TinyVLConfig, build_tiny_qwen_vl
 
-    tiny = build_tiny_qwen_vl(root / "tiny", TinyVLConfig(hidden_size=256, num_hidden_layers=4, num_attention_heads=8))
+    tiny = build_tiny_qwen_vl(root / "tiny",
+                              TinyVLConfig(hidden_size=256, num_hidden_layers=4, num_attention_heads=8))
     big = build_tiny_qwen_vl(root / "qwen25vl_7b_shaped")
     tiny_config = json.loads((big / "config.json").read_text())
     ids = {k: tiny_config[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id",
                                        "vision_end_token_id")}
-    text = dict(QWEN25VL_7B_TEXT, num_hidden_layers=layers, bos_token_id=tiny_config["text_config"]["bos_token_id"],
-                eos_token_id=tiny_config["text_config"]["eos_token_id"],
-                pad_token_id=tiny_config["text_config"]["pad_token_id"])
+    special = {k: tiny_config["text_config"][k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    text = dict(QWEN25VL_7B_TEXT, num_hidden_layers=layers, **special)
     config = Qwen2_5_VLConfig(text_config=text, vision_config=QWEN25VL_7B_VISION, **ids)
     config.tie_word_embeddings = False
     config.dtype = "bfloat16"
@@ -179,10 +181,13 @@ def run_config(name: str, path: Path, offload: bool, args) -> dict:
     config = {"model": {"path": str(path), "enable_gradient_checkpointing": True,
                         "use_remove_padding": args.remove_padding},
               "actor": {"ppo_mini_batch_size": args.prompts, "ppo_micro_batch_size_per_gpu": args.micro,
-                        "use_kl_loss": True, "kl_loss_coef": 0.001, "optim": {"lr": 1e-6}, "fsdp_config": fsdp},
-              "ref": {"log_prob_micro_batch_size_per_gpu": args.micro, "fsdp_config": {"param_offload": offload}},
-              "rollout": {"name": "hf", "n": args.n, "response_length": args.response_length, "temperature": 1.0,
-                          "micro_batch_size": args.prompts * args.n, "log_prob_micro_batch_size_per_gpu": args.micro}}
+                        "use_kl_loss": True, "kl_loss_coef": 0.001, "optim": {"lr": 1e-6},
+                        "fsdp_config": fsdp},
+              "ref": {"log_prob_micro_batch_size_per_gpu": args.micro,
+                      "fsdp_config": {"param_offload": offload}},
+              "rollout": {"name": "hf", "n": args.n, "response_length": args.response_length,
+                          "temperature": 1.0, "micro_batch_size": args.prompts * args.n,
+                          "log_prob_micro_batch_size_per_gpu": args.micro}}
     _Memory.reset()
     started = time.perf_counter()
     worker = ActorRolloutRefWorker(config, role="actor_rollout_ref")
@@ -212,7 +217,8 @@ def run_config(name: str, path: Path, offload: bool, args) -> dict:
         tokens = int(batch.batch["attention_mask"].sum())
         steps.append({"step_s": seconds, "gen_s": t_gen, "tokens_per_s": tokens / seconds,
                       "peak_gb": peak,
-                      "grad_norm": metrics["actor/grad_norm"], "padding_ratio": metrics.get("perf/padding_ratio")})
+                      "grad_norm": metrics["actor/grad_norm"],
+                      "padding_ratio": metrics.get("perf/padding_ratio")})
     out.update(steps[-1])
     out["first_step_s"] = steps[0]["step_s"]
     del worker
@@ -224,7 +230,8 @@ def run_config(name: str, path: Path, offload: bool, args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="tiny,7b")
-    parser.add_argument("--layers", type=int, default=28, help="decoder layers of the 7B-shaped model with offload")
+    parser.add_argument("--layers", type=int, default=28,
+                        help="decoder layers of the 7B-shaped model with offload")
     parser.add_argument("--layers-no-offload", type=int, default=8,
                         help="decoder layers of the 7B-shaped model without offload (all 28 with fp32 Adam "
                              "need ~130 GB: more than one GPU)")
@@ -234,7 +241,8 @@ def main() -> None:
     parser.add_argument("--response-length", type=int, default=128)
     parser.add_argument("--remove-padding", action="store_true")
     parser.add_argument("--allow-cpu", action="store_true", help="run on the CPU (proves the wiring only)")
-    parser.add_argument("--stub-ray", action="store_true", help="use the Ray stub even where Ray is installed")
+    parser.add_argument("--stub-ray", action="store_true",
+                        help="use the Ray stub even where Ray is installed")
     args = parser.parse_args()
     install_ray_stub_if_missing(args.stub_ray)
     import torch
@@ -263,7 +271,8 @@ def main() -> None:
         if "error" in r:
             print(f"| {r['config']} | {r['offload']} | - | - | - | - | - | {r['error']} |")
             continue
-        print(f"| {r['config']} | {r['offload']} | {r['params_b']:.2f} | {r['step_s']:.2f} | {r['tokens_per_s']:.0f} | "
+        print(f"| {r['config']} | {r['offload']} | {r['params_b']:.2f} | {r['step_s']:.2f} | "
+              f"{r['tokens_per_s']:.0f} | "
               f"{r['peak_gb']:.1f} | {r['gen_s']:.2f} | {r['padding_ratio']:.2f} |")
 
 
