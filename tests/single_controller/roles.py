@@ -106,3 +106,18 @@ class CriticRole(Worker):
     @register(mesh_name="critic")
     def compute_values(self, data: DataProto) -> DataProto:
         return DataProto.from_dict({"values": torch.full((len(data),), self.value)})
+
+
+class ImageWorker(Worker):
+    """Sees its rows' images; reports how many image lists this process fetched from Ray's object store."""
+
+    @register(Dispatch.DP_COMPUTE_PROTO)
+    def image_sizes(self, data: DataProto) -> DataProto:
+        sizes = [sum(im.size[0] for im in mm["image"]) for mm in data.non_tensor_batch["multi_modal_data"]]
+        return DataProto.from_dict({"size": torch.tensor(sizes)}, dict(data.non_tensor_batch))
+
+    @register(Dispatch.ONE_TO_ALL)
+    def images_fetched(self) -> int:
+        from verlvl.single_controller.shared_images import WORKER_EXCHANGE
+
+        return len(WORKER_EXCHANGE._by_ref)

@@ -9,6 +9,7 @@ from enum import Enum
 from typing import Any, Callable
 
 from verlvl.protocol import DataProto, pad_dataproto_to_divisor, unpad_dataproto
+from verlvl.single_controller.shared_images import WORKER_EXCHANGE, carries_shared_images
 
 REGISTER_ATTR = "__verlvl_register__"
 # Seconds this process spent inside registered methods since the driver last asked (see
@@ -189,7 +190,15 @@ def register(dispatch_mode: Dispatch | DispatchMode = Dispatch.ALL_TO_ALL, block
         def inner(*args, **kwargs):
             start = time.perf_counter()
             try:
-                return func(*args, **kwargs)
+                shared = any(carries_shared_images(v) for v in list(args) + list(kwargs.values()))
+                if not shared:  # a local call, or a batch without images
+                    return func(*args, **kwargs)
+                resolve = WORKER_EXCHANGE.resolve
+                args = tuple(resolve(a) if isinstance(a, DataProto) else a for a in args)
+                kwargs = {k: resolve(v) if isinstance(v, DataProto) else v for k, v in kwargs.items()}
+                out = func(*args, **kwargs)
+                # the same references go back: the driver still has the images
+                return WORKER_EXCHANGE.share(out) if isinstance(out, DataProto) else out
             finally:
                 COMPUTE_SECONDS[0] += time.perf_counter() - start
 

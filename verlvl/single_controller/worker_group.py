@@ -10,8 +10,10 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from verlvl.single_controller.decorator import DispatchMode, registered_methods
+from verlvl.protocol import DataProto
 from verlvl.single_controller.future import DataProtoFuture
 from verlvl.single_controller.resource_pool import RayResourcePool
+from verlvl.single_controller.shared_images import ImageExchange
 from verlvl.single_controller.worker import (ENV_AUTO_THREADS, ENV_DIST_TIMEOUT, ENV_INIT_DIST, ENV_RENDEZVOUS,
                                              RendezvousStore)
 
@@ -48,6 +50,7 @@ class RayWorkerGroup:
         self._workers: list = []
         self._worker_info: list[dict] = []
         self._dispatch_info_cache: dict[str, tuple[list[int], list[bool]]] = {}
+        self._images = ImageExchange()
         self._create_workers(ray_cls_with_init, init_distributed, env_vars or {}, dist_timeout_s)
         self._bind_methods(ray_cls_with_init.cls)
 
@@ -58,6 +61,7 @@ class RayWorkerGroup:
         view.resource_pool, view.role = parent.resource_pool, role
         view._workers, view._worker_info = parent._workers, parent._worker_info
         view._dispatch_info_cache = {}
+        view._images = parent._images
         view._method_prefix = method_prefix
         view._bind_methods(role_cls)
         return view
@@ -127,11 +131,17 @@ class RayWorkerGroup:
         remote_name = self._method_prefix + name
 
         def group_method(*args, **kwargs):
+            # images travel as object-store references: put once, fetched once per worker process
+            args = tuple(self._images.share(a) if isinstance(a, DataProto) else a for a in args)
+            kwargs = {k: self._images.share(v) if isinstance(v, DataProto) else v for k, v in kwargs.items()}
             plan = mode.dispatch(self, args, kwargs)
             refs = [getattr(self._workers[w], remote_name).remote(*a, **kw)
                     for w, a, kw in zip(plan.worker_indices, plan.args, plan.kwargs)]
             future = DataProtoFuture(self, name, refs, plan, mode)
-            return future.get() if blocking else future
+            if not blocking:
+                return future
+            out = future.get()
+            return self._images.resolve(out) if isinstance(out, DataProto) else out
 
         group_method.__name__ = name
         return group_method
