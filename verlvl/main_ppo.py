@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+EXIT_BAD_INPUT = 2  # the config, the data or the reward function is wrong: nothing ran
 
 
 def run_ppo(cfg: DictConfig):
@@ -29,9 +31,18 @@ def run_ppo(cfg: DictConfig):
 
 @hydra.main(config_path=CONF_DIR, config_name="ppo_trainer", version_base=None)
 def main(cfg: DictConfig) -> None:
+    from verlvl.data.images import DataError
+    from verlvl.reward.function import RewardFunctionError
+    from verlvl.trainer.config import ConfigError
+
     logging.getLogger("verlvl").setLevel(logging.INFO)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    run_ppo(cfg)
+    try:
+        run_ppo(cfg)
+    except (ConfigError, DataError, RewardFunctionError) as e:
+        # a user's mistake, said as a command-line tool says it: no traceback, no Hydra hint after it
+        print(f"verlvl: {e}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 if __name__ == "__main__":

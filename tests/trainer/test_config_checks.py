@@ -69,3 +69,15 @@ def test_vllm_rollout_is_checked_before_anything_starts(monkeypatch):
     monkeypatch.setattr(config_module, "check_vllm_version", unsupported)
     with pytest.raises(ConfigError, match="vLLM 0.30.0 is installed"):
         check_config(cfg, resolve_builtins=False)
+
+
+def test_the_command_answers_a_bad_config_with_the_problems_and_exit_code_2(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "verlvl.main_ppo", "actor_rollout_ref.rollout.name=sglang",
+                          f"trainer.default_local_dir={tmp_path}"], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "VERLVL_CACHE": str(tmp_path / "cache")})
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "actor_rollout_ref.rollout.name='sglang'" in out.stderr
+    assert "Traceback" not in out.stderr and "HYDRA_FULL_ERROR" not in out.stderr
