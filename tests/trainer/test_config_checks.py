@@ -81,3 +81,21 @@ def test_the_command_answers_a_bad_config_with_the_problems_and_exit_code_2(tmp_
     assert out.returncode == 2, out.stderr[-2000:]
     assert "actor_rollout_ref.rollout.name='sglang'" in out.stderr
     assert "Traceback" not in out.stderr and "HYDRA_FULL_ERROR" not in out.stderr
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.max_response_length=0", "data.max_response_length=0 must be at least 1"),
+    ("actor_rollout_ref.actor.optim.lr=-1e-6", "actor_rollout_ref.actor.optim.lr=-1e-06 must be >= 0"),
+    ("actor_rollout_ref.actor.ppo_epochs=0", "actor_rollout_ref.actor.ppo_epochs=0 must be at least 1"),
+    ("trainer.test_freq=0", "trainer.test_freq=0 must be a positive number of steps, or -1 for never"),
+    ("actor_rollout_ref.rollout.top_p=1.5", "actor_rollout_ref.rollout.top_p=1.5 must be in (0, 1]"),
+    ("actor_rollout_ref.actor.clip_ratio_c=0.5", "clip_ratio_c=0.5 must be > 1"),
+])
+def test_numbers_outside_their_range_are_refused_by_key(override, message):
+    from tests.trainer.helpers import compose_config
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(compose_config(override), resolve=True)
+    with pytest.raises(ConfigError) as info:
+        check_config(cfg, resolve_builtins=False)
+    assert message in str(info.value)

@@ -10,6 +10,7 @@ from verlvl.algos import ADV_ESTIMATORS, KL_PENALTIES, LOSS_AGG_MODES, POLICY_LO
 from verlvl.algos.rollout_correction import RolloutCorrectionConfig
 from verlvl.data.config import DataConfig
 from verlvl.trainer import builtin
+from verlvl.trainer.config_ranges import range_errors
 from verlvl.utils.device import is_cuda_available
 from verlvl.workers.config import ActorConfig, CriticConfig, RefConfig, RolloutConfig, from_mapping
 from verlvl.workers.fsdp_workers import VERL_ACTOR_KEYS, VERL_REF_KEYS, VERL_ROLLOUT_KEYS
@@ -38,7 +39,7 @@ class Derived:
 
 def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
     """Raise ConfigError listing every problem found; otherwise return the derived values."""
-    errors: list[str] = []
+    errors: list[str] = range_errors(cfg)
     data_cfg = _try(errors, lambda: DataConfig.from_mapping(cfg.get("data")))
     arr = cfg.get("actor_rollout_ref") or {}
     actor = _try(errors, lambda: from_mapping(ActorConfig, arr.get("actor"), "actor_rollout_ref.actor",
