@@ -99,3 +99,33 @@ def test_numbers_outside_their_range_are_refused_by_key(override, message):
     with pytest.raises(ConfigError) as info:
         check_config(cfg, resolve_builtins=False)
     assert message in str(info.value)
+
+
+def test_rows_without_ground_truth_are_refused_unless_the_reward_needs_none(tmp_path, monkeypatch):
+    """A dataset without reward_model used to train to the end, every score from a missing ground truth."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.trainer.helpers import compose_config
+    from verlvl.data.images import DataError
+    from verlvl.main_ppo import run_ppo
+
+    monkeypatch.setenv("VERLVL_CACHE", str(tmp_path / "cache"))
+    rows = [{"data_source": "x", "prompt": [{"role": "user", "content": f"Say {i}"}]} for i in range(8)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "no_truth.parquet")
+    base = (f"data.train_files={tmp_path / 'no_truth.parquet'}", "data.val_files=null",
+            f"trainer.default_local_dir={tmp_path / 'run'}")
+    with pytest.raises(DataError, match=r"8 training rows have no reward_model.ground_truth \(e.g. .*no_truth.parquet "
+                                        r"row 0.*built-in scorer"):
+        run_ppo(compose_config(*base))
+    reward = tmp_path / "length.py"
+    reward.write_text("def compute_score(data_source, solution_str, ground_truth=None, extra_info=None):\n"
+                      "    return float(len(solution_str))\n")
+    from verlvl.reward.function import spec_from_config
+    from verlvl.trainer.task_runner import _check_ground_truth
+
+    class NoTruth:
+        def rows_without_ground_truth(self):
+            return ["f row 0"]
+
+    _check_ground_truth(NoTruth(), spec_from_config({"path": str(reward)}))  # declares it needs none: fine

@@ -104,6 +104,18 @@ class RLDataset(Dataset):
         if max_samples is not None and max_samples > 0:
             self.indices = self.indices[:max_samples]
 
+    def rows_without_ground_truth(self) -> list[str]:
+        """`file row n` of every kept row whose reward_model has no ground_truth."""
+        names = self.table.column_names
+        column = self.table.column("reward_model").to_pylist() if "reward_model" in names else None
+        missing = []
+        for i in self.indices:
+            value = column[i] if column is not None else None
+            if not isinstance(value, dict) or value.get("ground_truth") is None:
+                file, n = self.origin[i]
+                missing.append(f"{file} row {n}")
+        return missing
+
     # ---------------------------------------------------------------- load-time checks
     def _check_columns(self) -> None:
         names = self.table.column_names

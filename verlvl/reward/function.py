@@ -33,6 +33,12 @@ class RewardFunctionSpec:
     def describe(self) -> str:
         return f"{self.path or self.module}:{self.name}"
 
+    def needs_ground_truth(self) -> bool:
+        """Whether the function requires a ground truth: its ground_truth(s) argument has no default."""
+        params = inspect.signature(self.load()).parameters
+        arg = params.get("ground_truth") or params.get("ground_truths")
+        return arg is not None and arg.default is inspect.Parameter.empty
+
     def load(self) -> Callable:
         if self.path:
             module = _import_file(self.path)

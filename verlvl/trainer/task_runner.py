@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from verlvl.data.collate import collate_fn
 from verlvl.data.config import DataConfig
+from verlvl.data.images import DataError
 from verlvl.data.loader import ResumableLoader
 from verlvl.data.rl_dataset import RLDataset
 from verlvl.models.processor import load_processor, load_tokenizer
@@ -48,12 +49,27 @@ def build_loaders(cfg: dict, derived: Derived, tokenizer, processor):
     batch_size = (data_cfg.gen_batch_size or data_cfg.train_batch_size) if dynamic else data_cfg.train_batch_size
     train_loader = ResumableLoader(train, batch_size, shuffle=data_cfg.shuffle, seed=data_cfg.seed,
                                    num_workers=data_cfg.dataloader_num_workers, collate_fn=collate_fn)
+    reward = spec_from_config(cfg.get("custom_reward_function"))
+    _check_ground_truth(train, reward)
     val_loader = None
     if derived.val_files:
         val = RLDataset(list(derived.val_files), tokenizer, processor, data_cfg, data_cfg.val_max_samples)
         val_loader = ResumableLoader(val, data_cfg.val_batch_size or len(val), shuffle=False, drop_last=False,
                                      collate_fn=collate_fn)
     return train_loader, val_loader
+
+
+def _check_ground_truth(dataset: RLDataset, reward) -> None:
+    """A rule reward scores against reward_model.ground_truth: rows without one are an error (naming them),
+    unless the custom reward function's ground_truth argument has a default."""
+    if reward is not None and not reward.needs_ground_truth():
+        return
+    missing = dataset.rows_without_ground_truth()
+    if missing:
+        scorer = reward.describe() if reward is not None else "the built-in scorer"
+        raise DataError(f"{len(missing)} training rows have no reward_model.ground_truth (e.g. "
+                        f"{'; '.join(missing[:3])}), which {scorer} scores against: write the column (the "
+                        "data_preprocess/ scripts do) or give the reward function's ground_truth a default")
 
 
 def worker_configs(cfg: dict, derived: Derived, total_steps: int) -> tuple[dict, dict]:
