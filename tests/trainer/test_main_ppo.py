@@ -178,3 +178,30 @@ def test_one_cpu_worker_trains_unsharded_and_resumes(ray_local, cache):
     run_ppo(compose_config(*SHORT, *one, "trainer.total_training_steps=2", "trainer.save_final=true"))
     result = run_ppo(compose_config(*SHORT, *one, "trainer.total_training_steps=3"))
     assert sorted(metrics_of(run_dir)) == [1, 2, 3] and result.metrics["actor/grad_norm"] > 0
+
+
+def test_a_save_that_fails_midway_stops_the_run_and_keeps_the_previous_checkpoint(ray_local, cache, monkeypatch):
+    import errno
+
+    import verlvl.trainer.checkpoint as checkpoint
+
+    run_dir = cache / "disk_full"
+    args = (*SHORT, "trainer.save_freq=1", f"trainer.default_local_dir={run_dir}")
+    real_save, calls = checkpoint.torch.save, []
+
+    def save(obj, path, *a, **k):  # the driver's part of the second checkpoint hits a full disk
+        if str(path).endswith("trainer_state.pt"):
+            calls.append(path)
+        if len(calls) == 2 and str(path).endswith("trainer_state.pt"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, path, *a, **k)
+
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+    with pytest.raises(checkpoint.CheckpointSaveError, match=r"global_step_2 failed \(OSError.*No space left.*"
+                                                             r"latest complete checkpoint is .*global_step_1"):
+        run_ppo(compose_config(*args, "trainer.total_training_steps=3"))
+    assert (run_dir / "latest_checkpointed_iteration.txt").read_text() == "1"
+    assert not (run_dir / "global_step_2").exists()
+    monkeypatch.setattr(checkpoint.torch, "save", real_save)
+    result = run_ppo(compose_config(*args, "trainer.total_training_steps=3"))  # resumes from step 1
+    assert sorted(metrics_of(run_dir))[-2:] == [2, 3] and result.metrics["training/global_step"] == 3

@@ -14,6 +14,10 @@ log = logging.getLogger(__name__)
 MARKER = "latest_checkpointed_iteration.txt"  # veRL's name
 
 
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint could not be written; the message names it and the checkpoint that stays the latest."""
+
+
 class Checkpointer:
     """trainer.default_local_dir/global_step_N/{actor,critic,trainer_state.pt}; the marker is written
     last, by an atomic rename, so a crash mid-save leaves the previous checkpoint as the latest."""
@@ -31,11 +35,21 @@ class Checkpointer:
 
     def save(self, trainer) -> Path:
         step_dir = self.run_dir / f"global_step_{trainer.global_step}"
-        trainer.actor_rollout_wg.save_checkpoint(str(step_dir / "actor"), str(step_dir / "actor" / "huggingface"))
-        if trainer.critic_wg is not None:
-            trainer.critic_wg.save_checkpoint(str(step_dir / "critic"))
-        torch.save({"global_step": trainer.global_step, "dataloader": trainer.train_loader.state_dict(),
-                    "kl_coef": trainer.kl_ctrl.value}, step_dir / "trainer_state.pt")
+        try:
+            trainer.actor_rollout_wg.save_checkpoint(str(step_dir / "actor"),
+                                                     str(step_dir / "actor" / "huggingface"))
+            if trainer.critic_wg is not None:
+                trainer.critic_wg.save_checkpoint(str(step_dir / "critic"))
+            torch.save({"global_step": trainer.global_step, "dataloader": trainer.train_loader.state_dict(),
+                        "kl_coef": trainer.kl_ctrl.value}, step_dir / "trainer_state.pt")
+        except Exception as e:
+            shutil.rmtree(step_dir, ignore_errors=True)  # a half-written checkpoint only takes space
+            previous = self.latest()
+            raise CheckpointSaveError(
+                f"saving {step_dir} failed ({type(e).__name__}: {e}); the run stops here. "
+                + (f"The latest complete checkpoint is {previous}, which trainer.resume_mode=auto resumes from"
+                   if previous else "No earlier checkpoint exists") + " once the cause (disk space?) is fixed"
+            ) from e
         tmp = self.run_dir / f".{MARKER}.tmp"
         tmp.write_text(str(trainer.global_step))
         os.replace(tmp, self.run_dir / MARKER)
