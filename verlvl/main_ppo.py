@@ -33,7 +33,9 @@ def run_ppo(cfg: DictConfig):
 def main(cfg: DictConfig) -> None:
     from verlvl.data.images import DataError
     from verlvl.reward.function import RewardFunctionError
+    from verlvl.trainer.checkpoint import CheckpointSaveError
     from verlvl.trainer.config import ConfigError
+    from verlvl.trainer.dynamic_sampling import NotEnoughGroups
 
     logging.getLogger("verlvl").setLevel(logging.INFO)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -43,6 +45,9 @@ def main(cfg: DictConfig) -> None:
         # a user's mistake, said as a command-line tool says it: no traceback, no Hydra hint after it
         print(f"verlvl: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+    except (CheckpointSaveError, NotEnoughGroups) as e:  # the run stopped; its message says what is kept
+        print(f"verlvl: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
