@@ -205,3 +205,43 @@ def test_a_save_that_fails_midway_stops_the_run_and_keeps_the_previous_checkpoin
     monkeypatch.setattr(checkpoint.torch, "save", real_save)
     result = run_ppo(compose_config(*args, "trainer.total_training_steps=3"))  # resumes from step 1
     assert sorted(metrics_of(run_dir))[-2:] == [2, 3] and result.metrics["training/global_step"] == 3
+
+
+@pytest.mark.timeout(300)
+def test_a_node_lost_mid_run_ends_it_naming_the_node_and_a_rerun_resumes(cache, two_node_cluster, monkeypatch):
+    """Issue 19, item 6: a raylet killed during step 2 ends the run within a minute (not a hang), the error
+    names the worker and its node, and a rerun on a repaired cluster resumes from the last checkpoint."""
+    import time
+
+    from verlvl.single_controller.worker_group import WorkerError
+    from verlvl.trainer.checkpoint import CheckpointSaveError
+    from verlvl.trainer.ppo_trainer import PPOTrainer
+
+    run_dir = cache / "node_lost"
+    args = (*SHORT, "trainer.nnodes=2", "trainer.n_gpus_per_node=1", "trainer.save_freq=1",
+            f"trainer.default_local_dir={run_dir}")
+    worker_node = [n for n in two_node_cluster.list_all_nodes() if not n.head][0]
+    real_update, killed = PPOTrainer.update_actor, []
+
+    def update_actor(self, batch):
+        if self.global_step == 2 and not killed:
+            two_node_cluster.remove_node(worker_node, allow_graceful=False)  # the raylet and its workers die
+            killed.append(time.perf_counter())
+        return real_update(self, batch)
+
+    monkeypatch.setattr(PPOTrainer, "update_actor", update_actor)
+    # the loss surfaces in the step's calls, or in its checkpoint's save (which then names the kept one)
+    with pytest.raises((WorkerError, CheckpointSaveError), match=r"rank \d on node .* (died|raised)"):
+        run_ppo(compose_config(*args, "trainer.total_training_steps=3"))
+    assert killed and time.perf_counter() - killed[0] < 60
+    saved = int((run_dir / "latest_checkpointed_iteration.txt").read_text())
+    assert saved in (1, 2)  # step 2's calls may finish before the death is seen; its checkpoint is complete
+
+    monkeypatch.setattr(PPOTrainer, "update_actor", real_update)
+    import ray
+
+    ray.shutdown()
+    two_node_cluster.add_node(num_cpus=1)
+    two_node_cluster.wait_for_nodes()
+    result = run_ppo(compose_config(*args, "trainer.total_training_steps=3"))
+    assert result.metrics["training/global_step"] == 3 and 3 in metrics_of(run_dir)
