@@ -13,6 +13,7 @@ from verlvl.engine.fsdp import vision_tower
 from verlvl.engine.logprob import token_log_probs
 from verlvl.models.vision_inputs import image_inputs
 from verlvl.protocol import DataProto
+from verlvl.utils.attributes import attribute_set
 
 
 
@@ -190,15 +191,6 @@ def install_dummy_vision_pass(model: nn.Module) -> None:
     model.get_input_embeddings().register_forward_hook(hook)
 
 
-class dummy_vision:
+def dummy_vision(model: nn.Module, active: bool):
     """Context: the dummy vision pass on (`active`) or off for the forwards inside."""
-
-    def __init__(self, model: nn.Module, active: bool):
-        self.model, self.active = model, active
-
-    def __enter__(self):
-        self.previous = getattr(self.model, "_verlvl_dummy_vision", False)
-        self.model._verlvl_dummy_vision = self.active
-
-    def __exit__(self, *exc):
-        self.model._verlvl_dummy_vision = self.previous
+    return attribute_set(model, "_verlvl_dummy_vision", active, False)

@@ -10,6 +10,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from verlvl.engine.forward import PixelCache, PixelStore, first_token_column
 from verlvl.engine.fsdp import unsharded
 from verlvl.protocol import DataProto
+from verlvl.utils.attributes import attribute_set
 from verlvl.workers.config import RolloutConfig
 from verlvl.workers.rollout.base import (build_rollout_batch, eos_ids_of, never_sampled_ids, pad_id_of,
                                          sampling_params)
@@ -62,21 +63,6 @@ class SampledLogProbs(LogitsProcessor):
         return torch.stack(self.log_probs, 1), torch.stack(self.entropies, 1)
 
 
-class _OwnGenerationConfig:
-    """generate() fills what a config leaves unset from model.generation_config: for the duration, that
-    is our config too."""
-
-    def __init__(self, model, config: GenerationConfig):
-        self.model, self.config = model, config
-
-    def __enter__(self):
-        self.saved = getattr(self.model, "generation_config", None)
-        self.model.generation_config = self.config
-
-    def __exit__(self, *exc):
-        self.model.generation_config = self.saved
-
-
 class HFRollout:
     def __init__(self, model, tokenizer, processor, config: RolloutConfig, device: torch.device | str = "cpu",
                  pixel_store: PixelStore | None = None):
@@ -102,7 +88,8 @@ class HFRollout:
         micro = self.config.micro_batch_size or len(data)
         self.model.eval()
         temperature = params["temperature"] if params["do_sample"] else 1.0
-        with unsharded(self.model), _OwnGenerationConfig(self.model, config):
+        # generate() fills what a config leaves unset from model.generation_config: for the duration, ours
+        with unsharded(self.model), attribute_set(self.model, "generation_config", config):
             parts = [self._generate(part, config, pixels, r, temperature) for part in data.split(micro)]
         responses, response_mask = self._pad_after_eos(torch.cat([p[0] for p in parts]))
         out = build_rollout_batch(data, responses, response_mask,
