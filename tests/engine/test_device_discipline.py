@@ -175,3 +175,25 @@ def test_a_prompts_images_are_processed_once_per_step_on_a_rank(tiny_vl_path, mi
         data.batch["advantages"] = torch.ones_like(data.batch["old_log_probs"])
         worker.update_actor(data)
         assert len(calls) == 2 * step  # two image prompts, once each per step (n=2 samples, four calls)
+
+
+def test_offload_policy_keeps_a_loaded_model_on_the_host_and_the_reference_is_bf16_on_cuda(tiny_vl_path,
+                                                                                          monkeypatch):
+    """CUDA-only loading branches: FSDP2's CPUOffloadPolicy (keep_on_host) leaves the shards on the host;
+    without it the model goes to the device; the reference (it never steps) loads in bf16 on CUDA."""
+    import verlvl.workers.fsdp_workers as fsdp_workers
+    from tests.workers.conftest import actor_config
+    from verlvl.engine.loading import load_sharded
+
+    emu = CudaEmulation()
+    with emu:
+        build = lambda empty: load_model(str(tiny_vl_path), empty=empty)  # noqa: E731
+        on_host = load_sharded(build, lambda m: m, "cuda", keep_on_host=True)
+        on_device = load_sharded(build, lambda m: m, "cuda", keep_on_host=False)
+        assert not any(on_cuda(p) for p in on_host.parameters())
+        assert all(on_cuda(p) for p in on_device.parameters())
+        monkeypatch.setattr(fsdp_workers, "current_device", lambda: CUDA)
+        worker = fsdp_workers.ActorRolloutRefWorker(actor_config(tiny_vl_path), role="ref")
+        worker.init_model()
+        assert {p.dtype for p in worker.ref.model.parameters()} == {torch.bfloat16}
+        assert all(on_cuda(p) for p in worker.ref.model.parameters())
