@@ -28,7 +28,12 @@ DEFAULT_WORKER_ENV = {
 
 
 class WorkerError(RuntimeError):
-    """A worker raised, or its process died. The message names role, rank, node and method."""
+    """A worker raised, or its process died. The message names role, rank, node and method; `cause` is
+    the exception the worker raised (None when its process died)."""
+
+    def __init__(self, message: str, cause: BaseException | None = None):
+        super().__init__(message)
+        self.cause = cause
 
 
 class RayClassWithInitArgs:
@@ -182,7 +187,8 @@ class RayWorkerGroup:
                 except RayActorError as e:
                     raise WorkerError(f"{self._where(worker_indices[i])} died during {method}: {_cause(e)}") from e
                 except RayTaskError as e:
-                    raise WorkerError(f"{self._where(worker_indices[i])} raised in {method}: {_cause(e)}") from e
+                    raise WorkerError(f"{self._where(worker_indices[i])} raised in {method}: {_cause(e)}",
+                                      e.cause) from e
         return results
 
     def _where(self, worker_index: int) -> str:

@@ -68,3 +68,13 @@ def compute_mismatch_metrics(batch: DataProto) -> dict[str, float]:
     return {"training/rollout_probs_diff_max": probs_diff.max().item(),
             "training/rollout_probs_diff_mean": probs_diff.mean().item(),
             "training/rollout_log_probs_diff_abs_mean": diff.abs().mean().item()}
+
+
+def compute_vision_token_metrics(batch: DataProto, never_sampled: torch.Tensor) -> dict[str, float]:
+    """Image/vision special tokens in the responses. Every engine forbids them, so this stays 0 unless an
+    engine ignored the ban (the next forward would count them as image slots)."""
+    if never_sampled.numel() == 0:
+        return {}
+    responses = batch.batch["responses"]
+    sampled = torch.isin(responses, never_sampled.to(responses.device)) & batch.batch["response_mask"].bool()
+    return {"rollout/sampled_vision_tokens": float(sampled.sum().item())}

@@ -14,6 +14,7 @@ from verlvl.utils.attributes import attribute_set
 from verlvl.workers.config import RolloutConfig
 from verlvl.workers.rollout.base import (build_rollout_batch, eos_ids_of, never_sampled_ids, pad_id_of,
                                          sampling_params)
+from verlvl.workers.rollout.token_guard import check_hf
 
 
 def generation_config(params: dict, max_new_tokens: int, eos_ids: list[int], pad_id: int,
@@ -72,6 +73,7 @@ class HFRollout:
         self.pad_id = pad_id_of(tokenizer, self.eos_ids)
         self.suppress = list(never_sampled_ids(tokenizer))
         self.image_token_id = getattr(processor, "image_token_id", None) if processor is not None else None
+        self.merge_size = getattr(getattr(processor, "image_processor", None), "merge_size", 2)
 
     def sync_weights(self, model) -> None:
         """Nothing to do: generate runs on the actor's own weights."""
@@ -85,6 +87,8 @@ class HFRollout:
         r = self.config.response_length
         config = generation_config(params, r, self.eos_ids, self.pad_id, self.suppress)
         pixels = PixelCache(self.processor, self.device, self.pixel_store)
+        if prompts.meta_info.get("check_tokens"):  # the image-token guard (token_guard.py), before any compute
+            check_hf(self.model, prompts, pixels.rows(prompts), self.image_token_id, self.merge_size)
         micro = self.config.micro_batch_size or len(data)
         self.model.eval()
         temperature = params["temperature"] if params["do_sample"] else 1.0

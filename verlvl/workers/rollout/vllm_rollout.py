@@ -28,12 +28,14 @@ from verlvl.utils.device import is_cuda_available
 from verlvl.workers.config import RolloutConfig
 from verlvl.workers.rollout.base import (build_rollout_batch, eos_ids_of, never_sampled_ids, pad_id_of,
                                          sampling_params)
+from verlvl.workers.rollout.token_guard import check_vllm
 from verlvl.workers.rollout.vllm_version import check_vllm_version
 
 log = logging.getLogger(__name__)
 # vLLM's CPU backend drops torch to 1 thread "for serving" (unless OMP_NUM_THREADS is set) and may replace
 # torch.set_num_threads with a no-op: the actor, which trains in this process, keeps the real setter.
 _set_torch_threads = torch.set_num_threads
+IMAGE_PLACEHOLDER = "<|image_pad|>"  # Qwen-VL's; vLLM expands one per image to the image's patch count
 SUPPRESS_BIAS = -100.0  # vLLM clamps logit_bias to [-100, 100]: e^-100 is 0 in every log-prob we compare
 
 
@@ -104,6 +106,8 @@ class VLLMRollout:
         self.eos_ids = eos_ids_of(generation_config, tokenizer)
         self.pad_id = pad_id_of(tokenizer, self.eos_ids)
         self.logit_bias = {i: SUPPRESS_BIAS for i in never_sampled_ids(tokenizer)}
+        self.tokenizer = tokenizer
+        self.image_token_id = tokenizer.get_vocab().get(IMAGE_PLACEHOLDER)
         self.dtype = engine_dtype(config, actor_dtype)
         world = dist.get_world_size() if dist.is_initialized() else 1
         # What the worker chose for this process. vLLM serves on 1 thread (2 made generation 18% slower here,
@@ -176,6 +180,9 @@ class VLLMRollout:
             outputs = self.engine.generate(self.engine_inputs(prompts), sampling, use_tqdm=False)
         finally:
             self._restore_threads()
+        if prompts.meta_info.get("check_tokens"):  # the image-token guard (token_guard.py)
+            check_vllm(self.engine, prompts, outputs, self.image_token_id,
+                       lambda t: repr(self.tokenizer.convert_ids_to_tokens(t)))
         samples = [o for request in outputs for o in request.outputs]  # prompt-major: matches repeat(interleave)
         responses = torch.full((len(samples), r), self.pad_id, dtype=torch.long)
         response_mask = torch.zeros(len(samples), r, dtype=torch.long)
