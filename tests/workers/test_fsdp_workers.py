@@ -6,6 +6,7 @@ import torch
 from tests.workers.conftest import actor_config
 from verlvl.protocol import DataProto
 from verlvl.single_controller import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup
+from verlvl.trainer.worker_metrics import reduce_worker_metrics
 from verlvl.workers.actor import PPOActor, build_optimizer
 from verlvl.workers.config import ActorConfig, from_mapping
 from verlvl.engine.loading import load_model
@@ -45,8 +46,10 @@ def test_rollout_log_probs_equal_the_actors_and_one_update_equals_one_process(ra
         pos, p = data.batch["position_ids"], data.batch["prompts"].shape[1]
         assert torch.equal(pos[:, :, p + 1] - pos[:, :, p - 1], torch.full((8, 3), 2))
 
-        metrics = group.update_actor(DataProto(data.batch, dict(data.non_tensor_batch),
-                                               {"ppo_mini_batch_rows": 4})).meta_info["metrics"]
+        per_rank = group.update_actor(DataProto(data.batch, dict(data.non_tensor_batch),
+                                                {"ppo_mini_batch_rows": 4})).meta_info["metrics"]
+        assert all(len(values) == 2 for values in per_rank.values())  # one value per rank, as veRL's concat
+        metrics = reduce_worker_metrics(per_rank)
         ranks = group.get_full_state_dict()
         assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])  # ranks hold identical weights
 
@@ -83,8 +86,10 @@ def test_text_only_rank_beside_image_rank_does_not_hang(ray_local, tiny_vl_path,
     try:
         data = rollout_batch(group, mixed_prompts)  # rank 0: two text rows x 2; rank 1: two image rows x 2
         assert [len(m["image"]) for m in data.non_tensor_batch["multi_modal_data"]] == [0, 0, 0, 0, 1, 1, 1, 1]
-        metrics = group.update_actor(DataProto(data.batch, dict(data.non_tensor_batch),
-                                               {"ppo_mini_batch_rows": 4})).meta_info["metrics"]
+        per_rank = group.update_actor(DataProto(data.batch, dict(data.non_tensor_batch),
+                                                {"ppo_mini_batch_rows": 4})).meta_info["metrics"]
+        assert all(len(values) == 2 for values in per_rank.values())  # one value per rank, as veRL's concat
+        metrics = reduce_worker_metrics(per_rank)
         assert metrics["actor/grad_norm_nonfinite"] == 0.0
     finally:
         group.shutdown()

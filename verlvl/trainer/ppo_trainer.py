@@ -18,6 +18,7 @@ from verlvl.trainer.dynamic_sampling import NotEnoughGroups, merge_rewards, metr
 from verlvl.trainer.metrics import (compute_data_metrics, compute_mismatch_metrics, compute_throughput_metrics,
                                     compute_timing_metrics)
 from verlvl.trainer.validation_metrics import validation_metrics
+from verlvl.trainer.worker_metrics import reduce_worker_metrics
 
 log = logging.getLogger(__name__)
 # What a worker's forward reads of a batch; everything else (ground truth, scores, raw prompts) stays here.
@@ -184,7 +185,7 @@ class PPOTrainer:
         else:
             out = self.actor_rollout_wg.compute_log_prob(for_workers(batch))
             batch.union(out.select(batch_keys=["old_log_probs"]))
-            entropy, metrics = out.batch["entropys"], dict(out.meta_info.get("metrics", {}))
+            entropy, metrics = out.batch["entropys"], reduce_worker_metrics(out.meta_info.get("metrics"))
         mask = batch.batch["response_mask"].bool()
         if entropy is not None and mask.any():
             metrics["actor/entropy"] = entropy[mask].float().mean().item()
@@ -209,10 +210,11 @@ class PPOTrainer:
     def update_actor(self, batch: DataProto) -> dict[str, float]:
         view = for_workers(batch, "old_log_probs", "advantages", "ref_log_prob", "rollout_log_probs",
                            "rollout_is_weights")
-        return self.actor_rollout_wg.update_actor(view).meta_info["metrics"]
+        return reduce_worker_metrics(self.actor_rollout_wg.update_actor(view).meta_info["metrics"])
 
     def update_critic(self, batch: DataProto) -> dict[str, float]:
-        return self.critic_wg.update_critic(for_workers(batch, "values", "returns")).meta_info["metrics"]
+        metrics = self.critic_wg.update_critic(for_workers(batch, "values", "returns")).meta_info["metrics"]
+        return reduce_worker_metrics(metrics)
 
     def greedy_baseline(self, batch: DataProto) -> torch.Tensor:
         """ReMax: the score of the greedy response to each prompt."""
