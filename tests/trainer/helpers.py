@@ -2,6 +2,7 @@
 
 from hydra import compose, initialize_config_dir
 
+from verlvl.config.overrides import verl_overrides, with_preset
 from verlvl.main_ppo import CONF_DIR
 
 # A short run of the CPU default: 4 prompts x 4 samples, no validation, no final checkpoint.
@@ -11,5 +12,6 @@ SHORT = ["data.train_batch_size=4", "actor_rollout_ref.actor.ppo_mini_batch_size
 
 
 def compose_config(*overrides: str):
+    """As the command composes it: veRL-style `a.b=v` for any key, the demo preset for builtin:// models."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        return compose(config_name="ppo_trainer", overrides=list(overrides))
+        return compose(config_name="ppo_trainer", overrides=with_preset(verl_overrides(overrides), CONF_DIR))

@@ -32,6 +32,7 @@ class DataConfig:
     train_max_samples: int = -1
     val_max_samples: int = -1
     apply_chat_template_kwargs: dict = field(default_factory=dict)
+    reward_fn_key: str = "data_source"  # the column passed to the reward function as data_source
 
     def __post_init__(self):
         if self.truncation not in TRUNCATION_MODES:
@@ -42,17 +43,20 @@ class DataConfig:
             raise ValueError(f"data.min_pixels ({self.min_pixels}) is larger than data.max_pixels ({self.max_pixels})")
 
     @classmethod
-    def from_mapping(cls, cfg: Mapping[str, Any] | None) -> "DataConfig":
-        """Build from a `data:` mapping. Keys of veRL's data config that verlvl does not use are
-        accepted; a key nobody knows is an error that suggests the closest one."""
+    def from_mapping(cls, cfg: Mapping[str, Any] | None, strict: bool = True) -> "DataConfig":
+        """Build from a `data:` mapping. veRL's data keys that change nothing here (config/verl_keys.py,
+        whose other values check_config refuses) are skipped; a key nobody knows is an error that
+        suggests the closest one (`strict=False`: skipped; check_config reports it)."""
+        from verlvl.config.verl_keys import keys_under
+
         cfg = dict(cfg or {})
-        known = {f.name for f in dataclasses.fields(cls)}
+        known, verl = {f.name for f in dataclasses.fields(cls)}, keys_under("data")
         values = {}
         for key, value in cfg.items():
             if key in known:
                 values[key] = value
-            elif key not in VERL_KEYS_NOT_USED:
-                close = difflib.get_close_matches(key, sorted(known | VERL_KEYS_NOT_USED), n=1)
+            elif key not in verl and strict:
+                close = difflib.get_close_matches(key, sorted(known | verl), n=1)
                 hint = f"; did you mean data.{close[0]}?" if close else ""
                 raise ValueError(f"unknown key data.{key}{hint}")
         for key in ("train_files", "val_files"):
@@ -70,10 +74,3 @@ def _as_paths(value) -> tuple[str, ...]:
         return (value,)
     return tuple(str(v) for v in value)
 
-
-# Accepted for compatibility with veRL configs; they have no effect here.
-VERL_KEYS_NOT_USED = {
-    "tokenizer", "use_shm", "reward_fn_key", "custom_cls", "return_full_prompt", "trust_remote_code", "sampler",
-    "datagen", "video_key", "filter_overlong_prompts_workers", "return_multi_modal_inputs", "image_patch_size",
-    "tool_config_path", "validation_shuffle", "dataloader_pin_memory",
-}

@@ -243,7 +243,7 @@ class RLDataset(Dataset):
             "index": (row.get("extra_info") or {}).get("index", i),
             "row_origin": plan.where,
         }
-        for key in ("data_source", "reward_model", "extra_info", "ability"):
+        for key in dict.fromkeys(("data_source", "reward_model", "extra_info", "ability", self.config.reward_fn_key)):
             out[key] = row.get(key)
         if self.config.return_raw_chat:
             out["raw_prompt"] = plan.messages

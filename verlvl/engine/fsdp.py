@@ -18,13 +18,14 @@ from torch import nn
 
 
 def fsdp_kwargs(on_cuda: bool, mixed_precision: bool = True, offload_policy: bool = False,
-                param_dtype: torch.dtype = torch.bfloat16) -> dict:
-    """fully_shard's keyword arguments: bf16 compute with fp32 gradient reduction, and the offload policy."""
+                param_dtype: torch.dtype = torch.bfloat16, reduce_dtype: torch.dtype = torch.float32) -> dict:
+    """fully_shard's keyword arguments: param_dtype compute (bf16) with reduce_dtype gradient reduction (fp32),
+    and the offload policy."""
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy
 
     kwargs = {}
     if on_cuda and mixed_precision:
-        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
     if on_cuda and offload_policy:
         kwargs["offload_policy"] = CPUOffloadPolicy(pin_memory=True)
     return kwargs

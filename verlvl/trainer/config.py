@@ -8,12 +8,12 @@ from typing import Any
 
 from verlvl.algos import ADV_ESTIMATORS, KL_PENALTIES, LOSS_AGG_MODES, POLICY_LOSSES
 from verlvl.algos.rollout_correction import RolloutCorrectionConfig
+from verlvl.config.known_keys import key_problems
 from verlvl.data.config import DataConfig
 from verlvl.trainer import builtin
 from verlvl.trainer.config_ranges import range_errors
 from verlvl.utils.device import is_cuda_available
-from verlvl.workers.config import ActorConfig, CriticConfig, RefConfig, RolloutConfig, from_mapping
-from verlvl.workers.fsdp_workers import VERL_ACTOR_KEYS, VERL_REF_KEYS, VERL_ROLLOUT_KEYS
+from verlvl.workers.config import ActorConfig, CriticConfig, ModelConfig, RefConfig, RolloutConfig, from_mapping
 from verlvl.workers.rollout import ROLLOUT_ENGINES
 from verlvl.workers.rollout.vllm_version import check_vllm_version
 
@@ -39,19 +39,19 @@ class Derived:
 
 def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
     """Raise ConfigError listing every problem found; otherwise return the derived values."""
-    errors: list[str] = range_errors(cfg)
-    data_cfg = _try(errors, lambda: DataConfig.from_mapping(cfg.get("data")))
+    errors: list[str] = key_problems(cfg) + range_errors(cfg)  # unknown keys; veRL keys verlvl does not do
+    data_cfg = _try(errors, lambda: DataConfig.from_mapping(cfg.get("data"), strict=False))
     arr = cfg.get("actor_rollout_ref") or {}
-    actor = _try(errors, lambda: from_mapping(ActorConfig, arr.get("actor"), "actor_rollout_ref.actor",
-                                              VERL_ACTOR_KEYS))
-    rollout = _try(errors, lambda: from_mapping(RolloutConfig, arr.get("rollout"), "actor_rollout_ref.rollout",
-                                                VERL_ROLLOUT_KEYS))
-    _try(errors, lambda: from_mapping(RefConfig, arr.get("ref"), "actor_rollout_ref.ref", VERL_REF_KEYS))
+    typed = {name: _try(errors, lambda c=cls, n=name: from_mapping(c, arr.get(n), f"actor_rollout_ref.{n}",
+                                                                   strict=False))
+             for name, cls in (("model", ModelConfig), ("actor", ActorConfig), ("rollout", RolloutConfig),
+                               ("ref", RefConfig))}
+    actor, rollout = typed["actor"], typed["rollout"]
     trainer, algo = cfg.get("trainer") or {}, cfg.get("algorithm") or {}
     critic_cfg = cfg.get("critic") or {}
     _try(errors, lambda: from_mapping(CriticConfig, {k: v for k, v in critic_cfg.items() if k != "enable"}, "critic",
-                                      VERL_ACTOR_KEYS | {"ppo_micro_batch_size", "forward_micro_batch_size_per_gpu",
-                                                          "rollout_n"}))
+                                      strict=False))
+    _check_values_not_done_here(cfg, typed["model"], errors)
 
     nnodes, per_node = int(trainer.get("nnodes", 1)), int(trainer.get("n_gpus_per_node", 1))
     world = nnodes * per_node
@@ -93,8 +93,8 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
         except (ImportError, RuntimeError) as e:
             errors.append(str(e))
     if actor:
-        if actor.policy_loss not in POLICY_LOSSES:
-            errors.append(f"actor_rollout_ref.actor.policy_loss={actor.policy_loss!r}: use one of "
+        if actor.policy_loss.loss_mode not in POLICY_LOSSES:
+            errors.append(f"actor_rollout_ref.actor.policy_loss.loss_mode={actor.policy_loss.loss_mode!r}: use one of "
                           f"{sorted(POLICY_LOSSES)}")
         if actor.loss_agg_mode not in LOSS_AGG_MODES:
             errors.append(f"actor_rollout_ref.actor.loss_agg_mode={actor.loss_agg_mode!r}: use one of {LOSS_AGG_MODES}")
@@ -129,7 +129,7 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
                 errors.append(f"{key}: {f} does not exist; write it with a data_preprocess/ script (e.g. "
                               "python data_preprocess/geo3k.py) or fix the path")
     if errors:
-        raise ConfigError("the config has problems:\n  - " + "\n  - ".join(errors))
+        raise ConfigError("the config has problems:\n  - " + "\n  - ".join(dict.fromkeys(errors)))
 
     critic_enable = critic_cfg.get("enable")
     use_critic = (estimator == "gae") if critic_enable is None else bool(critic_enable)
@@ -144,12 +144,21 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
                    tuple(resolve(f) for f in train_files), tuple(resolve(f) for f in val_files), on_policy)
 
 
+def _check_values_not_done_here(cfg: dict, model: ModelConfig | None, errors: list[str]) -> None:
+    """Keys verlvl has with one value only, or only some value types."""
+    if (cfg.get("reward_model") or {}).get("enable"):
+        errors.append("reward_model.enable=true: reward model workers are not supported; set false (or remove it) and "
+                      "score with custom_reward_function (a rule, or a remote judge called from it)")
+    if model is not None:
+        if not isinstance(model.override_config, dict):
+            errors.append(f"actor_rollout_ref.model.override_config={model.override_config!r}: give a mapping of HF "
+                          "config attributes, e.g. {attention_dropout: 0.0}")
+        if model.custom_chat_template is not None and not isinstance(model.custom_chat_template, str):
+            errors.append("actor_rollout_ref.model.custom_chat_template: give the Jinja template as a string")
+
+
 def _check_filter_groups(algo: dict, errors: list[str]) -> None:
     groups = algo.get("filter_groups") or {}
-    unknown = sorted(set(groups) - {"enable", "metric", "max_num_gen_batches"})
-    if unknown:
-        errors.append(f"unknown key(s) algorithm.filter_groups.{', '.join(unknown)}: use enable, metric, "
-                      "max_num_gen_batches")
     if groups.get("enable") and groups.get("metric") == "seq_final_reward" and algo.get("use_kl_in_reward"):
         errors.append("algorithm.filter_groups.metric=seq_final_reward with use_kl_in_reward: groups are filtered "
                       "before the KL term is known here; use seq_reward (or acc)")

@@ -26,7 +26,7 @@ def build_optimizer(model, optim: OptimConfig):
     def factor(step: int) -> float:
         if warmup > 0 and step < warmup:
             return (step + 1) / warmup
-        if optim.warmup_style == "cosine":
+        if optim.schedule == "cosine":
             progress = min(1.0, (step - warmup) / max(1, total - warmup))
             return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
         return 1.0
@@ -79,7 +79,7 @@ class PPOActor:
         self.optimizer, self.scheduler, self.dp_size = optimizer, scheduler, dp_size
         self.device, self.pixel_store = torch.device(device), pixel_store
         self.packed = packed  # model.use_remove_padding: padding-free forwards (engine/forward.py packed_inputs)
-        self.policy_loss = get_policy_loss_fn(config.policy_loss)
+        self.policy_loss = get_policy_loss_fn(config.policy_loss.loss_mode)
         self.last_padding_ratio = 1.0
 
     @torch.no_grad()

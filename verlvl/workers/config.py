@@ -8,21 +8,35 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 
-def from_mapping(cls, mapping: Mapping[str, Any] | None, prefix: str, ignored: frozenset = frozenset()):
-    """Build dataclass `cls` from a mapping; nested dataclass fields recurse. An unknown key is an
-    error that names it with its full prefix and suggests the closest known key."""
+def from_mapping(cls, mapping: Mapping[str, Any] | None, prefix: str, ignored: frozenset | None = None,
+                 strict: bool = True):
+    """Build dataclass `cls` from a mapping; nested dataclass fields recurse. veRL's keys that change
+    nothing here (config/verl_keys.py, checked by check_config) are skipped. An unknown key is an error
+    that names it with its full prefix and suggests the closest known key (`strict=False`: skipped, for
+    check_config, which reports every unknown key of the tree itself)."""
+    from verlvl.config.verl_keys import keys_under
+
     mapping = dict(mapping or {})
+    ignored = keys_under(prefix) if ignored is None else ignored
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
     for key, value in mapping.items():
         if key in fields:
             sub_cls = _NESTED.get((cls.__name__, key))
-            values[key] = from_mapping(sub_cls, value, f"{prefix}.{key}") if sub_cls and not isinstance(
-                value, sub_cls) else value
-        elif key not in ignored:
+            if sub_cls is None or isinstance(value, sub_cls):
+                values[key] = value
+            elif not isinstance(value, Mapping) and hasattr(sub_cls, "from_value"):
+                values[key] = sub_cls.from_value(value)  # veRL's shape or verlvl's shorthand (policy_loss: vanilla)
+            else:
+                values[key] = from_mapping(sub_cls, value, f"{prefix}.{key}", strict=strict)
+        elif key not in ignored and strict:
             close = difflib.get_close_matches(key, list(fields), n=1)
             raise ValueError(f"unknown key {prefix}.{key}" + (f"; did you mean {prefix}.{close[0]}?" if close else ""))
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as e:  # a message that starts with one of cls's keys gets the full prefix
+        message = str(e)
+        raise ValueError(f"{prefix}.{message}" if message.split(".")[0].split("=")[0] in fields else message) from None
 
 
 @dataclass(frozen=True)
@@ -32,13 +46,20 @@ class OptimConfig:
     betas: tuple = (0.9, 0.999)
     lr_warmup_steps: int = -1  # -1: use lr_warmup_steps_ratio
     lr_warmup_steps_ratio: float = 0.0
-    warmup_style: str = "constant"  # after warmup: constant | cosine (veRL's name)
+    lr_scheduler_type: str = "constant"  # after warmup: constant | cosine (veRL's name)
+    warmup_style: str | None = None  # veRL's older name for lr_scheduler_type; wins when set
     min_lr_ratio: float = 0.0
     total_training_steps: int = -1  # set by the trainer
 
     def __post_init__(self):
-        if self.warmup_style not in ("constant", "cosine"):
-            raise ValueError(f"optim.warmup_style={self.warmup_style!r}: use constant or cosine")
+        for key in ("lr_scheduler_type", "warmup_style"):
+            if getattr(self, key) not in ("constant", "cosine", None):
+                raise ValueError(f"{key}={getattr(self, key)!r}: use constant or cosine")
+
+    @property
+    def schedule(self) -> str:
+        """constant | cosine after warmup."""
+        return self.warmup_style or self.lr_scheduler_type
 
 
 @dataclass(frozen=True)
@@ -48,7 +69,64 @@ class FSDPConfig:
     param_offload: bool = False  # sharded parameters (and gradients) on the host between worker calls
     optimizer_offload: bool = False  # Adam's moments on the host between updates
     offload_policy: bool = False  # FSDP2's CPUOffloadPolicy: shards on the host, each layer copied in to compute
-    mixed_precision: bool = True  # bf16 compute with fp32 reduce on CUDA; ignored on CPU (fp32)
+    # CUDA only (CPU computes in fp32): veRL's {param_dtype, reduce_dtype, buffer_dtype}; None or true: bf16
+    # compute with fp32 reduce; false: fp32 compute
+    mixed_precision: bool | dict | None = None
+
+    def __post_init__(self):
+        self.dtypes()  # a wrong dtype name is an error here, naming the key
+
+    def dtypes(self):
+        """(param_dtype, reduce_dtype) of the mixed-precision policy, or None for fp32 compute."""
+        mp = self.mixed_precision
+        if mp is False:
+            return None
+        if mp is None or mp is True:
+            return torch_dtype("bf16"), torch_dtype("fp32")
+        if not isinstance(mp, Mapping):
+            raise ValueError(f"mixed_precision={mp!r}: use true, false or a mapping of "
+                             "param_dtype / reduce_dtype / buffer_dtype")
+        unknown = sorted(set(mp) - {"param_dtype", "reduce_dtype", "buffer_dtype"})
+        if unknown:
+            raise ValueError(f"mixed_precision.{unknown[0]} is not a key of mixed_precision: use param_dtype, reduce_dtype, "
+                             "buffer_dtype")
+        if torch_dtype(mp.get("buffer_dtype") or "fp32", "buffer_dtype") != torch_dtype("fp32"):
+            raise ValueError("mixed_precision.buffer_dtype: FSDP2 keeps buffers in fp32 here; remove it "
+                             "or set fp32")
+        return (torch_dtype(mp.get("param_dtype") or "bf16", "param_dtype"),
+                torch_dtype(mp.get("reduce_dtype") or "fp32", "reduce_dtype"))
+
+
+_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16",
+           "fp32": "float32", "float32": "float32", "float": "float32"}
+
+
+def torch_dtype(name: str, key: str = "dtype"):
+    """veRL's dtype names (bf16, bfloat16, fp16, fp32, ...) as a torch dtype."""
+    import torch
+
+    if name not in _DTYPES:
+        raise ValueError(f"mixed_precision.{key}={name!r}: use one of {sorted(_DTYPES)}")
+    return getattr(torch, _DTYPES[name])
+
+
+@dataclass(frozen=True)
+class PolicyLossConfig:
+    """actor.policy_loss as veRL writes it; a plain string is its loss_mode."""
+
+    loss_mode: str = "vanilla"
+    clip_cov_ratio: float = 0.0002  # loss_mode=clip_cov: fraction of tokens clipped by covariance
+    clip_cov_lb: float = 1.0  # clip_cov: covariance band
+    clip_cov_ub: float = 5.0
+    kl_cov_ratio: float = 0.0002  # loss_mode=kl_cov: fraction of tokens given the KL penalty
+    ppo_kl_coef: float = 0.1  # kl_cov: its coefficient
+    dro_beta: float | None = None
+
+    @classmethod
+    def from_value(cls, value) -> "PolicyLossConfig":
+        if not isinstance(value, str):
+            raise ValueError(f"actor_rollout_ref.actor.policy_loss={value!r}: use a loss name or a mapping with loss_mode")
+        return cls(loss_mode=value)
 
 
 @dataclass(frozen=True)
@@ -64,13 +142,8 @@ class ActorConfig:
     clip_ratio_high: float | None = None
     clip_ratio_c: float = 3.0
     loss_agg_mode: str = "token-mean"
-    policy_loss: str = "vanilla"
+    policy_loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
     tis_imp_ratio_cap: float = -1.0  # > 0: truncated importance sampling against the rollout's log-probs
-    clip_cov_ratio: float = 0.0002  # policy_loss=clip_cov: fraction of tokens clipped by covariance
-    clip_cov_lb: float = 1.0  # clip_cov: covariance band
-    clip_cov_ub: float = 5.0
-    kl_cov_ratio: float = 0.0002  # policy_loss=kl_cov: fraction of tokens given the KL penalty
-    ppo_kl_coef: float = 0.1  # kl_cov: its coefficient
     entropy_coeff: float = 0.0
     use_kl_loss: bool = False
     kl_loss_coef: float = 0.001
@@ -88,6 +161,8 @@ class ModelConfig:
     trust_remote_code: bool = False
     attn_implementation: str | None = None  # None: transformers' default (sdpa); or flash_attention_2
     use_remove_padding: bool = False  # padding-free (packed) forwards: flash-attention varlen on GPU, sdpa on CPU
+    custom_chat_template: str | None = None  # a Jinja chat template used instead of the tokenizer's
+    override_config: dict = field(default_factory=dict)  # set on the HF config at load (engine/loading.py)
 
 
 @dataclass(frozen=True)
@@ -107,6 +182,7 @@ class RolloutConfig:
     top_p: float = 1.0
     top_k: int = -1
     do_sample: bool = True
+    ignore_eos: bool = False  # generate response_length tokens, past EOS
     response_length: int = 64
     micro_batch_size: int | None = None  # hf: rows per generate call (None: the whole batch at once)
     log_prob_micro_batch_size_per_gpu: int = 8
@@ -164,6 +240,7 @@ class CriticConfig:
 
 _NESTED = {
     ("ActorConfig", "optim"): OptimConfig, ("ActorConfig", "fsdp_config"): FSDPConfig,
+    ("ActorConfig", "policy_loss"): PolicyLossConfig,
     ("RolloutConfig", "val_kwargs"): SamplingConfig, ("RefConfig", "fsdp_config"): FSDPConfig,
     ("CriticConfig", "optim"): OptimConfig, ("CriticConfig", "fsdp_config"): FSDPConfig,
     ("CriticConfig", "model"): ModelConfig,

@@ -13,6 +13,7 @@ import logging
 import torch
 import torch.distributed as dist
 
+from verlvl.config.verl_keys import keys_under
 from verlvl.engine.checkpoint import export_hf, load_sharded, save_sharded
 from verlvl.engine.forward import PixelStore, install_dummy_vision_pass
 from verlvl.engine.fsdp import apply_fsdp2, freeze_vision_tower, fsdp_kwargs, move_model
@@ -32,15 +33,9 @@ from verlvl.workers.rollout.base import never_sampled_ids
 
 log = logging.getLogger(__name__)
 ROLES = ("actor", "rollout", "ref", "actor_rollout", "actor_rollout_ref")
-# veRL keys accepted for compatibility that change nothing here.
-VERL_ACTOR_KEYS = frozenset({"strategy", "ulysses_sequence_parallel_size", "use_torch_compile", "checkpoint",
-                              "ppo_micro_batch_size", "use_remove_padding", "profiler", "use_fused_kernels"})
-VERL_ROLLOUT_KEYS = frozenset({"mode", "ignore_eos", "log_prob_micro_batch_size", "disable_log_stats",
-                                "calculate_log_probs", "multi_turn", "agent", "layered_summon"})
-VERL_MODEL_KEYS = frozenset({"use_liger", "external_lib", "override_config", "lora_rank",
-                              "lora_alpha", "target_modules", "use_shm", "use_fused_kernels", "custom_chat_template"})
-VERL_REF_KEYS = frozenset({"strategy", "ulysses_sequence_parallel_size", "use_torch_compile", "log_prob_micro_batch_size",
-                            "profiler", "entropy_from_logits_with_chunking", "entropy_checkpointing"})
+# veRL's keys that change nothing here are in config/verl_keys.py (from_mapping skips them; check_config
+# refuses their other values). external_lib: until ModelConfig has it.
+VERL_MODEL_KEYS = frozenset({"external_lib"})
 
 
 def _dp_size() -> int:
@@ -67,8 +62,9 @@ class ModelWorker(Worker):
             # rank keeps FSDP2 for its bf16 mixed precision and offload policies.
             if not dist.is_initialized() or (dist.get_world_size() == 1 and not on_cuda):
                 return model
-            model = apply_fsdp2(model, **fsdp_kwargs(on_cuda, fsdp_config.mixed_precision,
-                                                     fsdp_config.offload_policy, param_dtype))
+            dtypes = fsdp_config.dtypes()  # None: fp32 compute
+            model = apply_fsdp2(model, **fsdp_kwargs(on_cuda, dtypes is not None, fsdp_config.offload_policy,
+                                                     *(dtypes or (param_dtype,))))
             install_dummy_vision_pass(model)
             return model
 
@@ -105,11 +101,11 @@ class ActorRolloutRefWorker(ModelWorker):
         self.role = role
         self.has_actor, self.has_rollout = role.startswith("actor"), "rollout" in role
         self.has_ref = role in ("ref", "actor_rollout_ref")
-        self.model_config = from_mapping(ModelConfig, config.get("model"), "actor_rollout_ref.model", VERL_MODEL_KEYS)
-        self.actor_config = from_mapping(ActorConfig, config.get("actor"), "actor_rollout_ref.actor", VERL_ACTOR_KEYS)
-        self.rollout_config = from_mapping(RolloutConfig, config.get("rollout"), "actor_rollout_ref.rollout",
-                                           VERL_ROLLOUT_KEYS)
-        self.ref_config = from_mapping(RefConfig, config.get("ref"), "actor_rollout_ref.ref", VERL_REF_KEYS)
+        self.model_config = from_mapping(ModelConfig, config.get("model"), "actor_rollout_ref.model",
+                                         keys_under("actor_rollout_ref.model") | VERL_MODEL_KEYS)
+        self.actor_config = from_mapping(ActorConfig, config.get("actor"), "actor_rollout_ref.actor")
+        self.rollout_config = from_mapping(RolloutConfig, config.get("rollout"), "actor_rollout_ref.rollout")
+        self.ref_config = from_mapping(RefConfig, config.get("ref"), "actor_rollout_ref.ref")
         self.build_rollout = ROLLOUT_ENGINES.lookup(self.rollout_config.name)
         self.rollout_config = dataclasses.replace(self.rollout_config, seed=int(config.get("seed", 0)))
         # The rollout mesh: ranks of one tensor-parallel engine get the same prompts; one returns them.
@@ -180,8 +176,9 @@ class ActorRolloutRefWorker(ModelWorker):
         return self.switch.generating() if self.switch is not None else self._resident(self.actor.model)
 
     def _compute_dtype(self) -> torch.dtype:
-        mixed = self.actor_config.fsdp_config.mixed_precision and self.device.type == "cuda" and dist.is_initialized()
-        return torch.bfloat16 if mixed else torch.float32
+        dtypes = self.actor_config.fsdp_config.dtypes()
+        mixed = dtypes is not None and self.device.type == "cuda" and dist.is_initialized()
+        return dtypes[0] if mixed else torch.float32
 
     @register(mesh_name="rollout")
     @device_boundary
@@ -257,9 +254,7 @@ class CriticWorker(ModelWorker):
 
     def __init__(self, config: dict):
         super().__init__()
-        self.config = from_mapping(CriticConfig, config, "critic", VERL_ACTOR_KEYS | {"ppo_micro_batch_size",
-                                                                                     "forward_micro_batch_size_per_gpu",
-                                                                                     "rollout_n"})
+        self.config = from_mapping(CriticConfig, config, "critic")  # rollout_n: set by the trainer, read below
         self.rollout_n = int(config.get("rollout_n", 1))
 
     @register(Dispatch.ONE_TO_ALL)
