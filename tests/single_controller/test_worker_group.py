@@ -81,8 +81,9 @@ def test_non_blocking_future_passes_on_without_driver_fetch(echo_group):
 
 
 def test_worker_exception_names_role_rank_node_and_method(echo_group):
-    with pytest.raises(WorkerError, match=r"'EchoWorker' rank 1 on node .* raised in boom: ValueError: bad value"):
+    with pytest.raises(WorkerError, match=r"'EchoWorker' rank 1 on node .* raised in boom: ValueError: bad value") as e:
         echo_group.boom()
+    assert isinstance(e.value.cause, ValueError) and str(e.value.cause) == "bad value on rank 1"  # the driver can act on it
 
 
 def test_unknown_dispatch_mode_is_a_clear_error():
