@@ -12,6 +12,9 @@ EXTRAS=${VERLVL_EXTRAS:-test}
 # pip would otherwise pick a CUDA build use TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 TORCH_INDEX_URL=${TORCH_INDEX_URL:-}
 
+# Debian's chromium for the report's browser test (skipped, with the reason, where it cannot be installed)
+if [[ "$EXTRAS" == *test* ]]; then bash scripts/setup_chromium.sh; fi
+
 stamp="$VENV/.verlvl-installed"
 want=$(cat pyproject.toml constraints-cpu.txt <(echo "$EXTRAS") | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then

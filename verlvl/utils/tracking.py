@@ -1,15 +1,16 @@
-"""Trackers: console (one veRL-style line per step), a JSONL file of every step, wandb, tensorboard."""
+"""Trackers: console (one veRL-style line per step), a JSONL file of every step, wandb, tensorboard, mlflow, swanlab."""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
-import os
 from pathlib import Path
 
+from verlvl.utils.tracker_backends import BACKENDS
+
 log = logging.getLogger(__name__)
-LOGGERS = ("console", "jsonl", "wandb", "tensorboard")
+LOGGERS = ("console", "jsonl", *BACKENDS)
 # The console line shows these (when present); every metric goes to the other trackers.
 CONSOLE_KEYS = ("critic/score/mean", "val-core", "response_length/mean", "actor/entropy", "actor/pg_loss",
                 "actor/kl_loss", "actor/grad_norm", "reward/errors", "timing_s/step", "perf/throughput")
@@ -36,18 +37,14 @@ class Tracking:
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(self.log_dir / "metrics.jsonl", "a") if "jsonl" in loggers else None
-        self._wandb = self._tb = None
-        if "wandb" in loggers:
-            import wandb
-
-            # never block on the network: offline unless the user chose a mode
-            os.environ.setdefault("WANDB_MODE", "offline" if not os.environ.get("WANDB_API_KEY") else "online")
-            self._wandb = wandb.init(project=project, name=experiment, config=config, dir=str(self.log_dir),
-                                     settings=wandb.Settings(init_timeout=30))
-        if "tensorboard" in loggers:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(str(self.log_dir / "tensorboard"))
+        self.backends = {}
+        try:
+            for name in loggers:
+                if name in BACKENDS:
+                    self.backends[name] = BACKENDS[name](project, experiment, self.log_dir, config)
+        except BaseException:
+            self.close()
+            raise
 
     def log(self, data: dict, step: int) -> None:
         clean = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in data.items()}
@@ -57,17 +54,25 @@ class Tracking:
             finite = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in clean.items()}
             self._jsonl.write(json.dumps({"step": step, **finite}) + "\n")
             self._jsonl.flush()
-        if self._wandb is not None:
-            self._wandb.log(clean, step=step)
-        if self._tb is not None:
-            for k, v in clean.items():
-                if isinstance(v, float):
-                    self._tb.add_scalar(k, v, step)
+        for backend in self.backends.values():
+            backend.log(clean, step)
+
+    def log_samples(self, step: int, samples: list[dict], tag: str = "val") -> None:
+        """Sample records (veRL's dump fields; "images" as PIL images) as a table with images in wandb, images
+        and text in TensorBoard, MLflow and SwanLab; the console and jsonl trackers skip them (the run's
+        samples/ dumps and report.html hold them)."""
+        if not samples:
+            return
+        for backend in self.backends.values():
+            backend.log_samples(step, samples, tag)
 
     def close(self) -> None:
         if self._jsonl is not None:
             self._jsonl.close()
-        if self._wandb is not None:
-            self._wandb.finish()
-        if self._tb is not None:
-            self._tb.close()
+            self._jsonl = None
+        for name, backend in list(self.backends.items()):
+            try:
+                backend.close()
+            except Exception as e:  # one tracker failing to flush must not hide the others
+                log.warning("closing the %s tracker failed: %s", name, e)
+        self.backends = {}
