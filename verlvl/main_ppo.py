@@ -16,11 +16,16 @@ EXIT_BAD_INPUT = 2  # the config, the data or the reward function is wrong: noth
 
 def run_ppo(cfg: DictConfig):
     """Train with a composed config. The config is read, never modified: derived values live apart."""
-    from verlvl.trainer.config import check_config
+    from verlvl.trainer.config import ConfigError, check_config
     from verlvl.trainer.task_runner import run
+    from verlvl.utils.external_lib import ExternalLibError, import_external_lib
     from verlvl.utils.ray_init import init_ray
 
     container = OmegaConf.to_container(cfg, resolve=True)
+    try:  # the user's registrations first, so the names they add pass the check
+        import_external_lib(((container.get("actor_rollout_ref") or {}).get("model") or {}).get("external_lib"))
+    except ExternalLibError as e:
+        raise ConfigError(str(e)) from e
     derived = check_config(container)
     ray_cfg = container.get("ray_init") or {}
     verl_ray = ((container.get("ray_kwargs") or {}).get("ray_init") or {})  # veRL's spelling of the same

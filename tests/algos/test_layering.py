@@ -6,7 +6,7 @@ from pathlib import Path
 
 import verlvl.algos
 
-ALLOWED = {"__future__", "typing", "dataclasses", "collections", "torch", "numpy", "verlvl.algos",
+ALLOWED = {"__future__", "typing", "dataclasses", "collections", "enum", "inspect", "torch", "numpy", "verlvl.algos",
            "verlvl.utils.registry"}
 
 

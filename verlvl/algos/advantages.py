@@ -7,22 +7,39 @@ from typing import Callable
 
 import torch
 
+from verlvl.algos.compat import AdvantageEstimator, call_accepting, registry_name
 from verlvl.algos.masked import masked_whiten
 from verlvl.utils.registry import Registry
 
 ADV_ESTIMATORS = Registry("advantage estimator", "algorithm.adv_estimator")
 
 
-def register_adv_est(name: str) -> Callable:
-    """Register fn(token_level_rewards, response_mask, index=None, config=None, **kwargs)
-    -> (advantages, returns). The trainer calls it with keyword arguments: token_level_rewards,
-    response_mask, index, gamma, lam, config, norm_adv_by_std_in_grpo, and values / reward_baselines
-    when it has them."""
-    return ADV_ESTIMATORS.register(name)
+def register_adv_est(name_or_enum: str | AdvantageEstimator) -> Callable:
+    """veRL's decorator: register fn under a name or an AdvantageEstimator member (a different function
+    under a taken name is refused). fn(token_level_rewards, response_mask, index=None, config=None, ...)
+    -> (advantages, returns). The trainer offers token_level_rewards, response_mask, index (uid), gamma,
+    lam, config (algorithm.*, read as config.x or config.get("x")), norm_adv_by_std_in_grpo, and values /
+    reward_baselines when it has them; fn receives those it declares (all of them with **kwargs)."""
+    name = registry_name(name_or_enum)
+
+    def decorator(fn: Callable) -> Callable:
+        if ADV_ESTIMATORS.get(name, fn) is not fn:
+            raise ValueError(f"advantage estimator {name!r} is already registered ({ADV_ESTIMATORS[name].__module__}."
+                             f"{ADV_ESTIMATORS[name].__qualname__}); pick another name for "
+                             f"{fn.__module__}.{fn.__qualname__}")
+        ADV_ESTIMATORS[name] = fn
+        return fn
+
+    return decorator
 
 
-def get_adv_estimator_fn(name: str) -> Callable:
-    return ADV_ESTIMATORS.lookup(name)
+def get_adv_estimator_fn(name_or_enum: str | AdvantageEstimator) -> Callable:
+    return ADV_ESTIMATORS.lookup(registry_name(name_or_enum))
+
+
+def compute_advantage(name_or_enum: str | AdvantageEstimator, **kwargs):
+    """The registered estimator called with the keywords it declares (call_accepting)."""
+    return call_accepting(get_adv_estimator_fn(name_or_enum), **kwargs)
 
 
 @register_adv_est("gae")

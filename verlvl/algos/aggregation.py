@@ -53,6 +53,20 @@ class MiniBatchCounts:
         return self.loss_scale_factor if self.loss_scale_factor is not None else self.loss_mask.shape[-1]
 
 
+VERL_COUNT_NAMES = {"batch_num_tokens": "global_tokens", "global_batch_size": "global_seqs"}
+
+
+def _counts(loss_mask: torch.Tensor, dp_size: int, global_batch_info: dict) -> MiniBatchCounts:
+    """MiniBatchCounts from agg_loss's keywords; veRL's names (batch_num_tokens, global_batch_size) are
+    read as global_tokens / global_seqs when those are not given."""
+    info = dict(global_batch_info)
+    for verl_name, name in VERL_COUNT_NAMES.items():
+        value = info.pop(verl_name, None)
+        if info.get(name) is None:
+            info[name] = value
+    return MiniBatchCounts(loss_mask, dp_size, **info)
+
+
 def _non_empty_row_mean(per_row: torch.Tensor, row_tokens: torch.Tensor, whole: MiniBatchCounts):
     return (per_row * (row_tokens > 0)).sum() / (whole.seqs() + 1e-8)
 
@@ -98,11 +112,11 @@ def agg_loss(loss_mat: torch.Tensor, loss_mask: torch.Tensor, loss_agg_mode: str
         raise ValueError(f"unknown loss_agg_mode {loss_agg_mode!r}; use one of {LOSS_AGG_MODES}")
     counted = loss_mask.float()  # counts in fp32, exact however long the rows
     token_sums = (loss_mat * loss_mask.to(loss_mat.dtype)).sum(-1)
-    whole = MiniBatchCounts(counted, dp_size, **global_batch_info)
+    whole = _counts(counted, dp_size, global_batch_info)
     return aggregate(token_sums, counted.sum(-1), whole) * dp_size
 
 
 def row_mean(row_losses: torch.Tensor, loss_mask: torch.Tensor, dp_size: int = 1,
              **global_batch_info) -> torch.Tensor:
     """Mean of one loss per row over every row of the mini-batch, empty rows included (GMPO's torch.mean)."""
-    return row_losses.sum() / MiniBatchCounts(loss_mask, dp_size, **global_batch_info).rows() * dp_size
+    return row_losses.sum() / _counts(loss_mask, dp_size, global_batch_info).rows() * dp_size

@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 
 from verlvl.algos.aggregation import agg_loss
+from verlvl.algos.compat import ConfigView, accepts, call_accepting
 from verlvl.algos.masked import masked_mean
 from verlvl.algos.options import option
 from verlvl.utils.registry import Registry
@@ -15,15 +16,61 @@ POLICY_LOSSES = Registry("policy loss", "actor_rollout_ref.actor.policy_loss")
 
 
 def register_policy_loss(name: str) -> Callable:
-    """Register fn(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config,
-    rollout_log_probs=None, rollout_is_weights=None, **global_batch_info) -> (pg_loss, pg_clipfrac, ppo_kl,
-    pg_clipfrac_lower), the metrics as detached tensors; global_batch_info (global_tokens, global_seqs, global_rows, dp_size,
-    loss_scale_factor) goes on to agg_loss."""
-    return POLICY_LOSSES.register(name)
+    """veRL's decorator: register fn under `name` (a different function under a taken name is refused).
+
+    Two signatures work. veRL's: fn(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config,
+    rollout_is_weights) -> (pg_loss, {"actor/pg_clipfrac": ..., "actor/ppo_kl": ..., other metrics}), where
+    config answers config.clip_ratio / config.get(...) and config.global_batch_info goes on to agg_loss.
+    verlvl's built-ins, which take **global_batch_info (global_tokens, global_seqs, global_rows, dp_size,
+    loss_scale_factor) and rollout_log_probs, and return (pg_loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower).
+    The actor calls either through call_policy_loss."""
+
+    def decorator(fn: Callable) -> Callable:
+        if POLICY_LOSSES.get(name, fn) is not fn:
+            raise ValueError(f"policy loss {name!r} is already registered ({POLICY_LOSSES[name].__module__}."
+                             f"{POLICY_LOSSES[name].__qualname__}); pick another name for "
+                             f"{fn.__module__}.{fn.__qualname__}")
+        POLICY_LOSSES[name] = fn
+        return fn
+
+    return decorator
 
 
 def get_policy_loss_fn(name: str) -> Callable:
     return POLICY_LOSSES.lookup(name)
+
+
+VERL_METRICS = ("actor/pg_clipfrac", "actor/ppo_kl", "actor/pg_clipfrac_lower")
+
+
+def call_policy_loss(fn: Callable, old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config,
+                     rollout_log_probs=None, rollout_is_weights=None, **global_batch_info):
+    """Call a registered policy loss of either signature (see register_policy_loss); returns
+    (pg_loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower, other_metrics) with the three as detached tensors.
+    A veRL-signature loss receives truncated IS weights (actor.tis_imp_ratio_cap) as rollout_is_weights."""
+    names, var_kw = accepts(fn)
+    info = dict(global_batch_info)  # veRL's names as well, for losses that read them
+    info.setdefault("batch_num_tokens", info.get("global_tokens"))
+    info.setdefault("global_batch_size", info.get("global_seqs"))
+    view = ConfigView(config, global_batch_info=info)
+    if var_kw:  # verlvl's form
+        out = fn(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, view,
+                 rollout_log_probs=rollout_log_probs, rollout_is_weights=rollout_is_weights, **global_batch_info)
+    else:
+        if rollout_is_weights is None:
+            weight = truncated_is_weight(old_log_prob, rollout_log_probs, config)
+            rollout_is_weights = weight if isinstance(weight, torch.Tensor) else None
+        out = call_accepting(fn, old_log_prob=old_log_prob, log_prob=log_prob, advantages=advantages,
+                             response_mask=response_mask, loss_agg_mode=loss_agg_mode, config=view,
+                             rollout_is_weights=rollout_is_weights, rollout_log_probs=rollout_log_probs)
+    if len(out) == 4:
+        return (*out, {})
+    if len(out) != 2 or not isinstance(out[1], dict):
+        raise ValueError(f"policy loss {fn.__module__}.{fn.__qualname__} returned {len(out)} values; expected "
+                         "(pg_loss, metrics dict) as in veRL, or verlvl's (pg_loss, clipfrac, ppo_kl, clipfrac_lower)")
+    pg_loss, metrics = out
+    known = [torch.as_tensor(float(metrics.get(k, 0.0)), device=pg_loss.device) for k in VERL_METRICS]
+    return (pg_loss, *known, {k: float(v) for k, v in metrics.items() if k not in VERL_METRICS})
 
 
 def policy_loss_option(config, key: str, default):

@@ -1,8 +1,10 @@
-"""Reward managers (a registry: naive, batch, dapo): a generated DataProto in, token-level rewards out."""
+"""Reward managers (a registry: naive, batch, dapo, and veRL-written ones): a DataProto in, token rewards out."""
 
 from __future__ import annotations
 
+import functools
 import logging
+from abc import ABC, abstractmethod
 from collections import Counter, defaultdict
 from typing import Callable
 
@@ -22,8 +24,39 @@ def register_reward_manager(name: str) -> Callable:
     return REWARD_MANAGERS.register(name)
 
 
+def register(name: str) -> Callable:
+    """veRL's decorator (verl.workers.reward_manager.register): a reward manager class under `name`, for
+    reward_model.reward_manager=name. A different class under a taken name is refused."""
+
+    def decorator(cls: type) -> type:
+        if REWARD_MANAGERS.get(name, cls) is not cls:
+            raise ValueError(f"reward manager {name!r} is already registered ({REWARD_MANAGERS[name].__module__}."
+                             f"{REWARD_MANAGERS[name].__qualname__}); pick another name for "
+                             f"{cls.__module__}.{cls.__qualname__}")
+        REWARD_MANAGERS[name] = cls
+        return cls
+
+    return decorator
+
+
 def get_reward_manager_cls(name: str) -> type:
     return REWARD_MANAGERS.lookup(name)
+
+
+class AbstractRewardManager(ABC):
+    """veRL's base class for reward managers: built with (tokenizer, num_examine, compute_score,
+    reward_fn_key, **kwargs), where compute_score is the reward function itself; called with
+    (data, return_dict) -> the (rows, response_length) reward tensor, or {"reward_tensor": ...,
+    "reward_extra_info": {name: per-row values}}."""
+
+    @abstractmethod
+    def __init__(self, tokenizer, num_examine: int, compute_score: Callable | None,
+                 reward_fn_key: str = "data_source", **kwargs):
+        pass
+
+    @abstractmethod
+    def __call__(self, data: DataProto, return_dict: bool = False):
+        pass
 
 
 BUILTIN_SCORER = RewardFunctionSpec(module="verlvl.reward.scorers", name="default_compute_score")
@@ -175,3 +208,43 @@ def reward_metrics(outcomes: list[ScoreOutcome]) -> dict[str, float]:
         for value, count in counts.items():
             metrics[f"reward/outcome/{value:g}"] = float(count)
     return metrics
+
+
+class VerlRewardManager:
+    """A reward manager written for veRL, answering as verlvl's own do: return_dict gives reward_tensor,
+    reward_extra_info (with each row's `score`, the sum of its token rewards, when the manager gives none,
+    which validation reports) and reward_metrics; close() exists."""
+
+    def __init__(self, manager):
+        self.manager = manager
+
+    def __call__(self, data: DataProto, return_dict: bool = False):
+        out = self.manager(data, return_dict=return_dict)
+        if not return_dict:
+            return out["reward_tensor"] if isinstance(out, dict) else out
+        out = out if isinstance(out, dict) else {"reward_tensor": out}
+        extra = {k: list(v) for k, v in (out.get("reward_extra_info") or {}).items()}
+        extra.setdefault("score", out["reward_tensor"].sum(-1).tolist())
+        return {"reward_tensor": out["reward_tensor"], "reward_extra_info": extra,
+                "reward_metrics": dict(out.get("reward_metrics") or {})}
+
+    def close(self) -> None:
+        close = getattr(self.manager, "close", None)
+        if callable(close):
+            close()
+
+
+def build_reward_manager(name: str, tokenizer, compute_score: RewardFunctionSpec | None, **kwargs):
+    """reward_model.reward_manager=name. verlvl's managers take the spec and kwargs (scoring processes,
+    timeout, ...); a manager written for veRL gets veRL's arguments: the reward function itself (the custom
+    one with its reward_kwargs, else the built-in scorers) and reward_fn_key."""
+    cls = get_reward_manager_cls(name)
+    if issubclass(cls, NaiveRewardManager):
+        return cls(tokenizer, num_examine=0, compute_score=compute_score, **kwargs)
+    if compute_score is None:
+        fn = BUILTIN_SCORER.load()
+    else:
+        fn = compute_score.load()
+        fn = functools.partial(fn, **compute_score.reward_kwargs) if compute_score.reward_kwargs else fn
+    return VerlRewardManager(cls(tokenizer=tokenizer, num_examine=0, compute_score=fn,
+                                 reward_fn_key=kwargs.get("reward_fn_key", "data_source")))

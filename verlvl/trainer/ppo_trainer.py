@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import torch
 from tqdm import tqdm
 
-from verlvl.algos import get_adv_estimator_fn, get_kl_controller, kl_in_reward_metric, kl_penalty
+from verlvl.algos import ConfigView, compute_advantage, get_kl_controller, kl_in_reward_metric, kl_penalty
 from verlvl.algos.rollout_correction import (RolloutCorrectionConfig, bypass_old_log_probs, mismatch_metrics,
                                              rollout_correction)
 from verlvl.protocol import DataProto, as_object_array
@@ -247,13 +247,13 @@ class PPOTrainer:
         kwargs = {"token_level_rewards": batch.batch["token_level_rewards"],
                   "response_mask": batch.batch["response_mask"],
                   "index": batch.non_tensor_batch["uid"], "gamma": self.algo.get("gamma", 1.0),
-                  "lam": self.algo.get("lam", 1.0), "config": self.algo,
+                  "lam": self.algo.get("lam", 1.0), "config": ConfigView(self.algo),
                   "norm_adv_by_std_in_grpo": self.algo.get("norm_adv_by_std_in_grpo", True)}
         if "values" in batch.batch.keys():
             kwargs["values"] = batch.batch["values"]
         if "reward_baselines" in batch.batch.keys():
             kwargs["reward_baselines"] = batch.batch["reward_baselines"]
-        advantages, returns = get_adv_estimator_fn(name)(**kwargs)
+        advantages, returns = compute_advantage(name, **kwargs)
         batch.batch["advantages"], batch.batch["returns"] = advantages, returns
 
     # ------------------------------------------------------------------ validation

@@ -16,13 +16,14 @@ from verlvl.data.loader import ResumableLoader
 from verlvl.data.rl_dataset import RLDataset
 from verlvl.models.processor import load_processor, load_tokenizer
 from verlvl.reward.function import spec_from_config
-from verlvl.reward.managers import get_reward_manager_cls
+from verlvl.reward.managers import build_reward_manager
 from verlvl.single_controller import (RayClassWithInitArgs, RayResourcePool, RayWorkerGroup,
                                       create_colocated_worker_groups)
 from verlvl.trainer import builtin
 from verlvl.trainer.checkpoint import Checkpointer
 from verlvl.trainer.config import Derived
 from verlvl.trainer.ppo_trainer import PPOTrainer, total_training_steps
+from verlvl.utils.external_lib import import_external_lib, resolve
 from verlvl.utils.tracking import Tracking
 from verlvl.workers.fsdp_workers import ActorRolloutRefWorker, CriticWorker
 
@@ -37,8 +38,8 @@ def build_reward(cfg: dict, tokenizer):
                   error_score=rm.get("error_score", 0.0))
     if name == "dapo":
         kwargs.update(max_resp_len=cfg["data"]["max_response_length"], overlong_buffer_cfg=rm.get("overlong_buffer"))
-    return get_reward_manager_cls(name)(tokenizer, num_examine=0,
-                                        compute_score=spec_from_config(cfg.get("custom_reward_function")), **kwargs)
+    import_external_lib(cfg["actor_rollout_ref"]["model"].get("external_lib"))  # a reward manager it registers
+    return build_reward_manager(name, tokenizer, spec_from_config(cfg.get("custom_reward_function")), **kwargs)
 
 
 def build_loaders(cfg: dict, derived: Derived, tokenizer, processor):
@@ -77,6 +78,8 @@ def worker_configs(cfg: dict, derived: Derived, total_steps: int) -> tuple[dict,
     arr = copy.deepcopy(cfg["actor_rollout_ref"])
     arr.pop("hybrid_engine", None)
     arr["model"]["path"] = derived.model_path
+    if arr["model"].get("external_lib"):  # workers run in other folders: a file path is made absolute
+        arr["model"]["external_lib"] = resolve(arr["model"]["external_lib"])
     arr["actor"].setdefault("optim", {})["total_training_steps"] = total_steps
     arr["seed"] = cfg["trainer"].get("seed", 1)
     critic = copy.deepcopy(cfg.get("critic") or {})

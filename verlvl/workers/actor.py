@@ -8,7 +8,7 @@ from collections import defaultdict
 import torch
 import torch.distributed as dist
 
-from verlvl.algos import LOSS_COUNT_KEYS, agg_loss, get_policy_loss_fn, kl_penalty, loss_counts
+from verlvl.algos import LOSS_COUNT_KEYS, agg_loss, call_policy_loss, get_policy_loss_fn, kl_penalty, loss_counts
 from verlvl.engine.batching import MicroBatches
 from verlvl.engine.forward import PixelCache, PixelStore, batched_log_probs, response_log_probs, response_mask_of
 from verlvl.engine.fsdp import clip_grad_norm, is_finite, move_optimizer_state
@@ -125,9 +125,9 @@ class PPOActor:
             log_prob, entropy = response_log_probs(self.model, mb, pixels, temperature,
                                                    cfg.entropy_coeff != 0, self.never_sampled, self.packed)
             optional = {k: mb.batch[k] for k in ("rollout_log_probs", "rollout_is_weights") if k in mb.batch.keys()}
-            pg_loss, clipfrac, ppo_kl, clipfrac_lower = self.policy_loss(
-                mb.batch["old_log_probs"], log_prob, mb.batch["advantages"], mask, cfg.loss_agg_mode, cfg,
-                **optional, **agg)
+            pg_loss, clipfrac, ppo_kl, clipfrac_lower, loss_metrics = call_policy_loss(  # either signature
+                self.policy_loss, mb.batch["old_log_probs"], log_prob, mb.batch["advantages"], mask,
+                cfg.loss_agg_mode, cfg, **optional, **agg)
             loss = pg_loss
             if cfg.entropy_coeff != 0:
                 entropy_term = agg_loss(entropy, mask, cfg.loss_agg_mode, **agg)
@@ -143,6 +143,8 @@ class PPOActor:
             totals["actor/pg_clipfrac"] += clipfrac.item() * share
             totals["actor/ppo_kl"] += ppo_kl.item() * share
             totals["actor/pg_clipfrac_lower"] += clipfrac_lower.item() * share
+            for key, value in loss_metrics.items():  # a veRL-signature loss's own metrics
+                totals[key] += value * share
         totals["perf/padding_ratio"] = parts.padding_ratio()
         grad_norm = step_if_finite(self.model, self.optimizer, cfg.grad_clip, cfg.fsdp_config.optimizer_offload)
         out = mean_over_ranks(totals, self.dp_size)

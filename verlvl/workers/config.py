@@ -157,6 +157,7 @@ class ActorConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     path: str = ""
+    external_lib: str | None = None  # a user module (name or .py path) imported first: its registrations
     enable_gradient_checkpointing: bool = False
     trust_remote_code: bool = False
     attn_implementation: str | None = None  # None: transformers' default (sdpa); or flash_attention_2

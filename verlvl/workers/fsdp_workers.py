@@ -24,6 +24,7 @@ from verlvl.models.processor import load_processor, load_tokenizer
 from verlvl.protocol import DataProto
 from verlvl.single_controller import Dispatch, Worker, register
 from verlvl.utils.device import current_device
+from verlvl.utils.external_lib import import_external_lib
 from verlvl.workers.actor import PPOActor, build_optimizer
 from verlvl.workers.config import (ActorConfig, CriticConfig, FSDPConfig, ModelConfig, RefConfig, RolloutConfig,
                                    from_mapping)
@@ -34,8 +35,8 @@ from verlvl.workers.rollout.base import never_sampled_ids
 log = logging.getLogger(__name__)
 ROLES = ("actor", "rollout", "ref", "actor_rollout", "actor_rollout_ref")
 # veRL's keys that change nothing here are in config/verl_keys.py (from_mapping skips them; check_config
-# refuses their other values). external_lib: until ModelConfig has it.
-VERL_MODEL_KEYS = frozenset({"external_lib"})
+# refuses their other values).
+VERL_MODEL_KEYS = frozenset()
 
 
 def _dp_size() -> int:
@@ -96,6 +97,7 @@ class ActorRolloutRefWorker(ModelWorker):
 
     def __init__(self, config: dict, role: str = "actor_rollout_ref"):
         super().__init__()
+        import_external_lib((config.get("model") or {}).get("external_lib"))  # user losses, before any lookup
         if role not in ROLES:
             raise ValueError(f"role {role!r} is not one of {ROLES}")
         self.role = role
