@@ -52,8 +52,9 @@ class SamplingParams:
                  seed: int | None = None, stop_token_ids: list[int] | None = None,
                  max_tokens: int | None = 16,
                  logprobs: int | None = None, detokenize: bool = True,
-                 logit_bias: dict[int, float] | None = None):
+                 logit_bias: dict[int, float] | None = None, ignore_eos: bool = False):
         self.n, self.temperature, self.top_p, self.top_k, self.seed = n, temperature, top_p, top_k, seed
+        self.ignore_eos = ignore_eos
         self.stop_token_ids, self.max_tokens, self.logprobs = stop_token_ids, max_tokens, logprobs
         self.detokenize, self.logit_bias = detokenize, logit_bias
 

@@ -42,9 +42,25 @@ def model_class(path: str):
     return AutoModelForImageTextToText if is_vision_language(path) else AutoModelForCausalLM
 
 
+def override_hf_config(config, overrides: dict | None):
+    """model.override_config (veRL's): each key set on the HF config; a mapping for a sub-config (text_config,
+    vision_config) is set inside it, and a top-level key the text config also has is set there too (a VLM's
+    language model reads its text_config)."""
+    for key, value in (overrides or {}).items():
+        current = getattr(config, key, None)
+        if isinstance(value, dict) and hasattr(current, "to_dict"):
+            override_hf_config(current, value)
+            continue
+        setattr(config, key, value)
+        text = getattr(config, "text_config", None)
+        if text is not None and text is not config and hasattr(text, key):
+            setattr(text, key, value)
+    return config
+
+
 def load_model(path: str, gradient_checkpointing: bool = False, trust_remote_code: bool = False,
                attn_implementation: str | None = None, dtype: torch.dtype = torch.float32,
-               empty: bool = False) -> nn.Module:
+               empty: bool = False, override_config: dict | None = None) -> nn.Module:
     """A VLM through AutoModelForImageTextToText, a text model through AutoModelForCausalLM, in `dtype`
     (fp32 master weights for training; FSDP2's mixed precision computes in bf16 on GPU).
     `empty`: the architecture only, parameters on the meta device (no weights read; buffers such as the
@@ -54,12 +70,12 @@ def load_model(path: str, gradient_checkpointing: bool = False, trust_remote_cod
 
     cls = model_class(path)
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    config = override_hf_config(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code), override_config)
     if empty:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         with parameters_on_meta():
             model = cls.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code, **extra)
     else:
-        model = cls.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, **extra)
+        model = cls.from_pretrained(path, config=config, dtype=dtype, trust_remote_code=trust_remote_code, **extra)
     model.release_dtype = release_dtype(path)
     model.config.use_cache = False
     if gradient_checkpointing:

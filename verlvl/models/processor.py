@@ -126,6 +126,15 @@ def load_processor(path: str | Path, **kwargs):
     return build_processor(family, image_processor, tokenizer)
 
 
+def use_chat_template(tokenizer, processor, template: str | None) -> None:
+    """model.custom_chat_template (veRL's): the tokenizer's and the processor's template, when given."""
+    if template is None:
+        return
+    tokenizer.chat_template = template
+    if processor is not None:
+        processor.chat_template = template
+
+
 def load_tokenizer(path: str | Path, **kwargs):
     tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     if tokenizer.pad_token is None:

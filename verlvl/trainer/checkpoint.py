@@ -26,6 +26,7 @@ class Checkpointer:
         t = cfg["trainer"]
         self.run_dir = Path(run_dir)
         self.keep = t.get("max_actor_ckpt_to_keep")
+        self.keep_critic = t.get("max_critic_ckpt_to_keep")
         self.resume_mode = t.get("resume_mode", "auto")
         self.resume_from = t.get("resume_from_path")
         if self.resume_mode not in ("auto", "disable", "resume_path"):
@@ -83,9 +84,15 @@ class Checkpointer:
         return int(state["global_step"])
 
     def _prune(self) -> None:
-        if not self.keep or self.keep <= 0:
-            return
+        """veRL's max_actor_ckpt_to_keep / max_critic_ckpt_to_keep: the newest N actor (critic) checkpoints
+        stay; a step folder left with neither is removed whole."""
         steps = sorted(int(m.group(1)) for p in self.run_dir.glob("global_step_*")
                        if (m := re.fullmatch(r"global_step_(\d+)", p.name)))
-        for step in steps[:-self.keep]:
-            shutil.rmtree(self.run_dir / f"global_step_{step}", ignore_errors=True)
+        for role, keep in (("actor", self.keep), ("critic", self.keep_critic)):
+            if keep and keep > 0:
+                for step in steps[:-keep]:
+                    shutil.rmtree(self.run_dir / f"global_step_{step}" / role, ignore_errors=True)
+        for step in steps:
+            folder = self.run_dir / f"global_step_{step}"
+            if not (folder / "actor").exists() and not (folder / "critic").exists():
+                shutil.rmtree(folder, ignore_errors=True)

@@ -14,6 +14,7 @@ from verlvl.algos import ConfigView, compute_advantage, get_kl_controller, kl_in
 from verlvl.algos.rollout_correction import (RolloutCorrectionConfig, bypass_old_log_probs, mismatch_metrics,
                                              rollout_correction)
 from verlvl.protocol import DataProto, as_object_array
+from verlvl.trainer.balance import balance_batch
 from verlvl.trainer.dynamic_sampling import NotEnoughGroups, merge_rewards, metric_values, varied_groups
 from verlvl.trainer.metrics import (compute_data_metrics, compute_mismatch_metrics, compute_throughput_metrics,
                                     compute_timing_metrics)
@@ -71,6 +72,8 @@ class PPOTrainer:
             self.reset_compute_counters()  # validation and checkpoints between steps are not step time
             with self.timer("step", timing):
                 batch, reward, sampling_metrics = self.sample(stream, timing)
+                if self.trainer_cfg.get("balance_batch", True):  # similar token counts on every worker
+                    sampling_metrics.update(balance_batch(batch, self.derived.world_size))
                 with self.timer("old_log_prob", timing):
                     old_metrics = {**self.old_log_probs(batch), **self.correct_rollout(batch)}
                 if self.derived.use_reference:

@@ -14,7 +14,7 @@ from verlvl.data.config import DataConfig
 from verlvl.data.images import DataError
 from verlvl.data.loader import ResumableLoader
 from verlvl.data.rl_dataset import RLDataset
-from verlvl.models.processor import load_processor, load_tokenizer
+from verlvl.models.processor import load_processor, load_tokenizer, use_chat_template
 from verlvl.reward.function import spec_from_config
 from verlvl.reward.managers import build_reward_manager
 from verlvl.single_controller import (RayClassWithInitArgs, RayResourcePool, RayWorkerGroup,
@@ -34,7 +34,8 @@ def build_reward(cfg: dict, tokenizer):
     """The reward manager; the reward function is loaded and checked here, before any model loads."""
     rm = cfg.get("reward_model") or {}
     name = rm.get("reward_manager", "naive")
-    kwargs = dict(num_workers=rm.get("num_workers", 2), timeout_s=rm.get("timeout_s", 10.0),
+    kwargs = dict(num_workers=rm.get("num_workers", 8), timeout_s=rm.get("timeout_s", 10.0),
+                  reward_fn_key=(cfg.get("data") or {}).get("reward_fn_key") or "data_source",
                   error_score=rm.get("error_score", 0.0))
     if name == "dapo":
         kwargs.update(max_resp_len=cfg["data"]["max_response_length"], overlong_buffer_cfg=rm.get("overlong_buffer"))
@@ -101,6 +102,7 @@ class RunResult:
 def run(cfg: dict, derived: Derived) -> RunResult:
     trainer_cfg = cfg["trainer"]
     tokenizer, processor = load_tokenizer(derived.model_path), load_processor(derived.model_path)
+    use_chat_template(tokenizer, processor, cfg["actor_rollout_ref"]["model"].get("custom_chat_template"))
     reward_fn = build_reward(cfg, tokenizer)  # one scoring pool serves training and validation
     train_loader, val_loader = build_loaders(cfg, derived, tokenizer, processor)
     arr_cfg, critic_cfg = worker_configs(cfg, derived, total_training_steps(trainer_cfg, len(train_loader)))

@@ -20,7 +20,7 @@ from verlvl.engine.fsdp import apply_fsdp2, freeze_vision_tower, fsdp_kwargs, mo
 from verlvl.engine.loading import load_model, load_sharded as load_sharded_model, release_dtype
 from verlvl.engine.placement import device_boundary, empty_cache, memory_metrics
 from verlvl.engine.state_dict import full_weights
-from verlvl.models.processor import load_processor, load_tokenizer
+from verlvl.models.processor import load_processor, load_tokenizer, use_chat_template
 from verlvl.protocol import DataProto
 from verlvl.single_controller import Dispatch, Worker, register
 from verlvl.utils.device import current_device
@@ -110,6 +110,10 @@ class ActorRolloutRefWorker(ModelWorker):
         self.ref_config = from_mapping(RefConfig, config.get("ref"), "actor_rollout_ref.ref")
         self.build_rollout = ROLLOUT_ENGINES.lookup(self.rollout_config.name)
         self.rollout_config = dataclasses.replace(self.rollout_config, seed=int(config.get("seed", 0)))
+        if self.model_config.override_config:  # vLLM builds its model from the same overridden HF config
+            engine = dict(self.rollout_config.engine_kwargs or {})
+            engine["vllm"] = {"hf_overrides": dict(self.model_config.override_config), **(engine.get("vllm") or {})}
+            self.rollout_config = dataclasses.replace(self.rollout_config, engine_kwargs=engine)
         # The rollout mesh: ranks of one tensor-parallel engine get the same prompts; one returns them.
         tp = self.rollout_config.tensor_model_parallel_size if self.rollout_config.name != "hf" else 1
         self._register_dispatch_collect_info("rollout", self.rank // tp, self.rank % tp == 0)
@@ -119,17 +123,19 @@ class ActorRolloutRefWorker(ModelWorker):
     def init_model(self) -> None:
         path, mc = self.model_config.path, self.model_config
         self.tokenizer, self.processor = load_tokenizer(path), load_processor(path)
+        use_chat_template(self.tokenizer, self.processor, mc.custom_chat_template)
         self.actor = self.rollout = self.ref = self.switch = None
         never_sampled = never_sampled_ids(self.tokenizer)  # the policy gives these probability 0
         released = release_dtype(path) or torch.float32
 
         def read_weights() -> dict:  # rank 0 only: the checkpoint as released (bf16 for Qwen-VL), once
-            return load_model(path, trust_remote_code=mc.trust_remote_code, dtype=released).state_dict()
+            return load_model(path, trust_remote_code=mc.trust_remote_code, dtype=released,
+                              override_config=mc.override_config).state_dict()
 
         if self.has_actor or self.has_rollout:
             def build_actor(empty: bool):
                 model = load_model(path, mc.enable_gradient_checkpointing, mc.trust_remote_code,
-                                   mc.attn_implementation, empty=empty)
+                                   mc.attn_implementation, empty=empty, override_config=mc.override_config)
                 if self.actor_config.freeze_vision_tower:
                     log.info("froze %d vision-tower parameters", freeze_vision_tower(model))
                 return model
@@ -150,7 +156,8 @@ class ActorRolloutRefWorker(ModelWorker):
 
             def build_ref(empty: bool):
                 return load_model(path, trust_remote_code=mc.trust_remote_code,
-                                  attn_implementation=mc.attn_implementation, dtype=dtype, empty=empty)
+                                  attn_implementation=mc.attn_implementation, dtype=dtype, empty=empty,
+                                  override_config=mc.override_config)
 
             ref_model = self._load(build_ref, self.ref_config.fsdp_config, read_weights)
             ref_model.requires_grad_(False)

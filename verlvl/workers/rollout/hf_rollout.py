@@ -27,7 +27,7 @@ def generation_config(params: dict, max_new_tokens: int, eos_ids: list[int], pad
         temperature=params["temperature"] if sample else 1.0, top_p=params["top_p"] if sample else 1.0,
         top_k=(params["top_k"] or 0) if sample else 0, min_p=None, typical_p=1.0, repetition_penalty=1.0,
         no_repeat_ngram_size=0, length_penalty=1.0, min_new_tokens=0, bad_words_ids=None,
-        eos_token_id=eos_ids, pad_token_id=pad_id, suppress_tokens=suppress or None, begin_suppress_tokens=None,
+        eos_token_id=eos_ids or None, pad_token_id=pad_id, suppress_tokens=suppress or None, begin_suppress_tokens=None,
         forced_bos_token_id=None, forced_eos_token_id=None, return_dict_in_generate=False)
 
 
@@ -85,7 +85,9 @@ class HFRollout:
         params = sampling_params(self.config, prompts.meta_info)
         data = prompts.repeat(params["n"], interleave=True) if params["n"] > 1 else prompts
         r = self.config.response_length
-        config = generation_config(params, r, self.eos_ids, self.pad_id, self.suppress)
+        # ignore_eos: no stop token, every response is response_length tokens (EOS included where sampled)
+        config = generation_config(params, r, [] if self.config.ignore_eos else self.eos_ids, self.pad_id,
+                                   self.suppress)
         pixels = PixelCache(self.processor, self.device, self.pixel_store)
         if prompts.meta_info.get("check_tokens"):  # the image-token guard (token_guard.py), before any compute
             check_hf(self.model, prompts, pixels.rows(prompts), self.image_token_id, self.merge_size)
@@ -95,7 +97,9 @@ class HFRollout:
         # generate() fills what a config leaves unset from model.generation_config: for the duration, ours
         with unsharded(self.model), attribute_set(self.model, "generation_config", config):
             parts = [self._generate(part, config, pixels, r, temperature) for part in data.split(micro)]
-        responses, response_mask = self._pad_after_eos(torch.cat([p[0] for p in parts]))
+        responses = torch.cat([p[0] for p in parts])
+        responses, response_mask = (responses, torch.ones_like(responses)) if self.config.ignore_eos else \
+            self._pad_after_eos(responses)
         out = build_rollout_batch(data, responses, response_mask,
                                   torch.cat([p[1] for p in parts]).masked_fill(response_mask == 0, 0.0))
         out.batch["rollout_entropys"] = torch.cat([p[2] for p in parts]).masked_fill(response_mask == 0, 0.0)

@@ -174,7 +174,8 @@ class VLLMRollout:
         sampling = SamplingParams(
             n=n, max_tokens=r, temperature=params["temperature"] if params["do_sample"] else 0.0,
             top_p=params["top_p"], top_k=params["top_k"] or 0,
-            logprobs=0, stop_token_ids=self.eos_ids, logit_bias=self.logit_bias or None, detokenize=False)
+            logprobs=0, stop_token_ids=None if self.config.ignore_eos else self.eos_ids,
+            ignore_eos=self.config.ignore_eos, logit_bias=self.logit_bias or None, detokenize=False)
         self._require_awake(SLEEP_TAGS, "generate_sequences")
         try:
             outputs = self.engine.generate(self.engine_inputs(prompts), sampling, use_tqdm=False)
