@@ -51,12 +51,13 @@ def _hydra_main(cfg: DictConfig) -> None:
     from verlvl.trainer.checkpoint import CheckpointSaveError
     from verlvl.trainer.config import ConfigError
     from verlvl.trainer.dynamic_sampling import NotEnoughGroups
+    from verlvl.workers.rollout.token_guard import ImageTokenMismatch
 
     logging.getLogger("verlvl").setLevel(logging.INFO)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         run_ppo(cfg)
-    except (ConfigError, DataError, RewardFunctionError) as e:
+    except (ConfigError, DataError, RewardFunctionError, ImageTokenMismatch) as e:
         # a user's mistake, said as a command-line tool says it: no traceback, no Hydra hint after it
         print(f"verlvl: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 PANELS = [  # (title, metric keys drawn in that panel)
-    ("reward", ["critic/score/mean", "val-core/*/reward/mean@*"]),
+    ("reward", ["critic/score/mean", "val-core/*/mean@*"]),
     ("response length", ["response_length/mean", "response_length/max"]),
     ("KL", ["actor/kl_loss", "actor/ppo_kl", "actor/reward_kl_penalty"]),
     ("entropy", ["actor/entropy"]),
@@ -52,6 +52,8 @@ def plot(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     panels = [(title, [k for p in patterns for k in _matching(p, keys)]) for title, patterns in PANELS]
     panels = [(t, ks) for t, ks in panels if ks]
     written = []
+    if not panels:
+        return written
     cols = 2
     fig, axes = plt.subplots(math.ceil(len(panels) / cols), cols, figsize=(12, 3.2 * math.ceil(len(panels) / cols)),
                              squeeze=False)

@@ -144,11 +144,15 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
                    tuple(resolve(f) for f in train_files), tuple(resolve(f) for f in val_files), on_policy)
 
 
+
 def _check_values_not_done_here(cfg: dict, model: ModelConfig | None, errors: list[str]) -> None:
     """Keys verlvl has with one value only, or only some value types."""
     if (cfg.get("reward_model") or {}).get("enable"):
         errors.append("reward_model.enable=true: reward model workers are not supported; set false (or remove it) and "
                       "score with custom_reward_function (a rule, or a remote judge called from it)")
+    trainer = cfg.get("trainer") or {}
+    if trainer.get("val_only") and not (cfg.get("data") or {}).get("val_files"):
+        errors.append("trainer.val_only=true evaluates on data.val_files, which is not set: give the files to evaluate")
     if model is not None:
         if not isinstance(model.override_config, dict):
             errors.append(f"actor_rollout_ref.model.override_config={model.override_config!r}: give a mapping of HF "

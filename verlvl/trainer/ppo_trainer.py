@@ -14,12 +14,16 @@ from verlvl.algos import ConfigView, compute_advantage, get_kl_controller, kl_in
 from verlvl.algos.rollout_correction import (RolloutCorrectionConfig, bypass_old_log_probs, mismatch_metrics,
                                              rollout_correction)
 from verlvl.protocol import DataProto, as_object_array
+from verlvl.trainer.dumps import RunSamples
 from verlvl.trainer.balance import balance_batch
 from verlvl.trainer.dynamic_sampling import NotEnoughGroups, merge_rewards, metric_values, varied_groups
+from verlvl.single_controller import WorkerError
 from verlvl.trainer.metrics import (compute_data_metrics, compute_mismatch_metrics, compute_throughput_metrics,
-                                    compute_timing_metrics)
+                                    compute_timing_metrics, compute_vision_token_metrics)
 from verlvl.trainer.validation_metrics import validation_metrics
 from verlvl.trainer.worker_metrics import reduce_worker_metrics
+from verlvl.workers.rollout.base import never_sampled_ids
+from verlvl.workers.rollout.token_guard import ImageTokenMismatch
 
 log = logging.getLogger(__name__)
 # What a worker's forward reads of a batch; everything else (ground truth, scores, raw prompts) stays here.
@@ -43,16 +47,19 @@ def total_training_steps(trainer_cfg: dict, batches_per_epoch: int) -> int:
 
 class PPOTrainer:
     def __init__(self, cfg: dict, derived, tokenizer, train_loader, val_loader, reward_fn, val_reward_fn,
-                 actor_rollout_wg, critic_wg=None, tracker=None, checkpointer=None):
+                 actor_rollout_wg, critic_wg=None, tracker=None, checkpointer=None, samples: RunSamples | None = None):
         self.cfg, self.derived, self.tokenizer = cfg, derived, tokenizer
         self.train_loader, self.val_loader = train_loader, val_loader
         self.reward_fn, self.val_reward_fn = reward_fn, val_reward_fn
         self.actor_rollout_wg, self.critic_wg = actor_rollout_wg, critic_wg
         self.tracker, self.checkpointer = tracker, checkpointer
+        self.samples = samples or RunSamples()  # generations on disk: for the report and the dump folders
         self.algo, self.trainer_cfg = cfg["algorithm"], cfg["trainer"]
         self.kl_ctrl = get_kl_controller(self.algo.get("kl_ctrl"))
         self.correction = RolloutCorrectionConfig.from_mapping(self.algo.get("rollout_correction"))
         self.global_step = 0
+        self.never_sampled = torch.tensor(never_sampled_ids(tokenizer), dtype=torch.long)
+        self.tokens_checked: set[str] = set()  # the kinds of generation the image-token guard has seen
 
     # ------------------------------------------------------------------ the algorithm
     def fit(self) -> dict:
@@ -62,6 +69,10 @@ class PPOTrainer:
             self.global_step = self.checkpointer.resume(self)
         total = self.total_steps()
         last = {}
+        if self.trainer_cfg.get("val_only", False):  # evaluate the model (or the resumed checkpoint), no training
+            last = self.validate()
+            self.tracker.log(last, step=self.global_step)
+            return last
         if self.val_loader is not None and self.trainer_cfg.get("val_before_train", True) and self.global_step == 0:
             self.tracker.log(self.validate(), step=0)
         progress = tqdm(total=total, initial=self.global_step, desc="training", unit="step", dynamic_ncols=True)
@@ -99,6 +110,7 @@ class PPOTrainer:
                        **update_metrics, **kl_metrics, **reward.get("reward_metrics", {}),
                        **compute_data_metrics(batch, self.derived.use_critic, self.cfg["data"]["max_response_length"]),
                        **compute_timing_metrics(timing, batch), **compute_mismatch_metrics(batch),
+                       **compute_vision_token_metrics(batch, self.never_sampled),
                        **compute_throughput_metrics(batch, timing["step"], self.derived.world_size)}
             last_step = self.global_step == total
             if self.val_loader is not None and (self.should("test_freq") or (
@@ -108,6 +120,7 @@ class PPOTrainer:
                     last_step and self.trainer_cfg.get("save_final", True))):
                 self.checkpointer.save(self)
             self.tracker.log(metrics, step=self.global_step)
+            self.keep_samples(batch, reward)
             progress.set_postfix(score=f"{metrics['critic/score/mean']:.3f}", refresh=False)
             progress.update(1)
             last = metrics
@@ -126,7 +139,7 @@ class PPOTrainer:
     def generate_and_score(self, batch_dict: dict, timing: dict, generation: int = 0) -> tuple[DataProto, dict]:
         batch = self.new_batch(batch_dict, generation)
         with self.timer("gen", timing):
-            batch = self.actor_rollout_wg.generate_sequences(batch)
+            batch = self.generate(batch, "train")
         if self.algo.get("adv_estimator") == "remax":
             with self.timer("gen_max", timing):
                 batch.batch["reward_baselines"] = self.greedy_baseline(batch)
@@ -134,6 +147,20 @@ class PPOTrainer:
             reward = self.reward_fn(batch, return_dict=True)
         batch.batch["token_level_scores"] = reward["reward_tensor"]
         return batch, reward
+
+    def generate(self, batch: DataProto, kind: str) -> DataProto:
+        """The rollout. The first generation of each kind (train, val), or every one with
+        rollout.check_tokens=every_step, passes the image-token guard (workers/rollout/token_guard.py)."""
+        mode = self.cfg["actor_rollout_ref"]["rollout"].get("check_tokens", "first_step")
+        if mode == "every_step" or (mode == "first_step" and kind not in self.tokens_checked):
+            batch.meta_info["check_tokens"] = True
+            self.tokens_checked.add(kind)
+        try:
+            return self.actor_rollout_wg.generate_sequences(batch)
+        except WorkerError as e:
+            if isinstance(e.cause, ImageTokenMismatch):
+                raise ImageTokenMismatch(str(e.cause)) from None  # a data problem, said without the traceback
+            raise
 
     def sample(self, stream, timing: dict) -> tuple[DataProto, dict, dict]:
         """One step's scored responses. With algorithm.filter_groups (DAPO's dynamic sampling): only prompt
@@ -229,7 +256,7 @@ class PPOTrainer:
         prompts.batch["attention_mask"] = batch.batch["attention_mask"][:, :p]
         prompts.batch["position_ids"] = batch.batch["position_ids"][..., :p]
         prompts.meta_info = {"n": 1, "do_sample": False}  # greedy, whatever val_kwargs say (veRL's ReMax)
-        greedy = self.actor_rollout_wg.generate_sequences(prompts)
+        greedy = self.generate(prompts, "train")
         return self.reward_fn(greedy, return_dict=True)["reward_tensor"].sum(-1)
 
     def apply_kl_in_reward(self, batch: DataProto) -> dict[str, float]:
@@ -259,6 +286,11 @@ class PPOTrainer:
         advantages, returns = compute_advantage(name, **kwargs)
         batch.batch["advantages"], batch.batch["returns"] = advantages, returns
 
+    def keep_samples(self, batch: DataProto, reward: dict) -> None:
+        """This step's generations on disk (trainer.rollout_data_dir; a few for the run report)."""
+        self.samples.add("train", self.global_step, batch, self.tokenizer,
+                         batch.batch["token_level_scores"].sum(-1).tolist(), reward.get("reward_extra_info", {}))
+
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
         """Generation with val_kwargs over the validation set: val-core/<data_source>/<var>/mean@N and, for
@@ -268,18 +300,20 @@ class PPOTrainer:
             batch = DataProto.from_single_dict(batch_dict)
             batch.non_tensor_batch["uid"] = as_object_array([f"val-{index}-{i}" for i in range(len(batch))])
             batch.meta_info = {"validate": True}
-            out = self.actor_rollout_wg.generate_sequences(batch)
+            out = self.generate(batch, "val")
             reward = self.val_reward_fn(out, return_dict=True)
             sources += list(out.non_tensor_batch["data_source"])
             uids += list(out.non_tensor_batch["uid"])
             for key, values in reward["reward_extra_info"].items():
                 infos["reward" if key == "score" else key] += [v if isinstance(v, str) else float(v) for v in values]
-            if len(samples) < self.trainer_cfg.get("log_val_generations", 0):
-                texts = self.tokenizer.batch_decode(out.batch["responses"], skip_special_tokens=True)
-                truths = [(rm or {}).get("ground_truth") for rm in out.non_tensor_batch["reward_model"]]
-                samples += list(zip(texts, truths, reward["reward_extra_info"]["score"]))
-        for text, truth, score in samples[:self.trainer_cfg.get("log_val_generations", 0)]:
-            log.info("[validation] response %r | ground truth %r | score %.3f", text, truth, score)
+            samples += self.samples.add("val", self.global_step, out, self.tokenizer,
+                                        reward["reward_tensor"].sum(-1).tolist(), reward["reward_extra_info"])
+        shown = samples[:self.trainer_cfg.get("log_val_generations", 0)]
+        for s in shown:
+            log.info("[validation] %s | response %r | ground truth %r | score %.3f", s["row"], s["output"], s["gts"],
+                     s["score"])
+        if shown and self.tracker is not None:
+            self.tracker.log_samples(self.global_step, shown)
         return validation_metrics(sources, uids, dict(infos))
 
     def worker_processes(self) -> list:

@@ -23,6 +23,7 @@ from verlvl.trainer import builtin
 from verlvl.trainer.checkpoint import Checkpointer
 from verlvl.trainer.config import Derived
 from verlvl.trainer.ppo_trainer import PPOTrainer, total_training_steps
+from verlvl.trainer.dumps import RunSamples
 from verlvl.utils.external_lib import import_external_lib, resolve
 from verlvl.utils.tracking import Tracking
 from verlvl.workers.fsdp_workers import ActorRolloutRefWorker, CriticWorker
@@ -99,6 +100,14 @@ class RunResult:
     run_dir: Path
 
 
+def save_config(cfg: dict, run_dir: Path) -> None:
+    """The resolved config beside the run's metrics (the report shows it; a rerun can start from it)."""
+    import yaml
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
 def run(cfg: dict, derived: Derived) -> RunResult:
     trainer_cfg = cfg["trainer"]
     tokenizer, processor = load_tokenizer(derived.model_path), load_processor(derived.model_path)
@@ -124,14 +133,26 @@ def run(cfg: dict, derived: Derived) -> RunResult:
                        trainer_cfg.get("experiment_name", "run"), str(run_dir), config=cfg, console=tqdm.write)
     print(f"[verlvl] metrics and checkpoints go to {run_dir.resolve()}; "
           f"plot them with: python -m verlvl.plot {run_dir}")
+    save_config(cfg, run_dir)
+    samples = RunSamples(run_dir, trainer_cfg.get("rollout_data_dir"), trainer_cfg.get("validation_data_dir"),
+                         {"val": max(4, int(trainer_cfg.get("log_val_generations") or 0))})
     trainer = PPOTrainer(cfg, derived, tokenizer, train_loader, val_loader, reward_fn, reward_fn,
-                         groups["actor_rollout"], groups.get("critic"), tracker, Checkpointer(cfg, run_dir))
+                         groups["actor_rollout"], groups.get("critic"), tracker, Checkpointer(cfg, run_dir), samples)
     try:
         result = RunResult(trainer.fit(), workers, run_dir)
         if "jsonl" in (trainer_cfg.get("logger") or []):
             from verlvl.plot import plot
 
-            print(f"[verlvl] plots: {plot(run_dir)[-1]}")
+            plots = plot(run_dir)
+            if plots:
+                print(f"[verlvl] plots: {plots[-1]}")
+        try:
+            from verlvl.report import write_report
+
+            print(f"[verlvl] report: {write_report(run_dir)}")
+        except Exception as e:  # the report is a view of the run: it never fails the run
+            log.warning("writing the run report failed (%s: %s); retry with: python -m verlvl.report %s",
+                        type(e).__name__, e, run_dir)
         return result
     finally:
         tracker.close()

@@ -208,10 +208,14 @@ class RolloutConfig:
     update_weights_bucket_megabytes: int = 512  # weight sync gathers at most this much at once
     seed: int = 0  # the engine's sampling seed; the worker sets trainer.seed
     engine_kwargs: dict = field(default_factory=dict)  # engine_kwargs.vllm.*: passed to vllm.LLM as is
+    check_tokens: str = "first_step"  # the image-token guard: first_step | every_step | off
 
     def __post_init__(self):
         if self.tensor_model_parallel_size < 1:
             raise ValueError("actor_rollout_ref.rollout.tensor_model_parallel_size must be >= 1")
+        if self.check_tokens not in ("first_step", "every_step", "off"):
+            raise ValueError(f"actor_rollout_ref.rollout.check_tokens={self.check_tokens!r}: use first_step, "
+                             "every_step or off")
 
 
 @dataclass(frozen=True)
