@@ -126,3 +126,32 @@ def test_the_command_refuses_an_unknown_key_itself_not_hydra(tmp_path):
     assert out.returncode == 2, out.stderr[-2000:]
     assert "unknown key trainer.totally_bogus; did you mean trainer.total_epochs?" in out.stderr
     assert "Could not override" not in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_demo_preset_applies_to_builtin_models_only():
+    demo = OmegaConf.to_container(compose_config(), resolve=True)
+    real = OmegaConf.to_container(compose_config("actor_rollout_ref.model.path=Qwen/Qwen2.5-VL-7B-Instruct"),
+                                  resolve=True)
+    assert demo["preset"] == "tiny_demo" and real["preset"] == "none"
+    assert demo["actor_rollout_ref"]["actor"]["optim"]["lr"] == 1e-3 and demo["data"]["max_response_length"] == 2
+    # a named model gets veRL's defaults, never the demo's
+    assert real["actor_rollout_ref"]["actor"]["optim"]["lr"] == 1e-6
+    assert real["actor_rollout_ref"]["actor"]["entropy_coeff"] == 0
+    assert real["data"]["max_response_length"] == 512 and real["data"]["train_batch_size"] == 1024
+    assert real["trainer"]["total_training_steps"] is None and real["trainer"]["total_epochs"] == 30
+    assert real["algorithm"]["adv_estimator"] == "gae" and real["actor_rollout_ref"]["rollout"]["n"] == 1
+    # the command line and experiments win over the preset; a preset may be chosen by name
+    assert OmegaConf.to_container(compose_config("actor_rollout_ref.actor.optim.lr=5e-4"))[
+        "actor_rollout_ref"]["actor"]["optim"]["lr"] == 5e-4
+    assert compose_config("+experiment=dapo_shapes").data.max_response_length == 4
+    assert compose_config("preset=none").actor_rollout_ref.actor.optim.lr == 1e-6
+
+
+def test_cfg_job_shows_which_preset_applied():
+    bare = subprocess.run([sys.executable, "-m", "verlvl.main_ppo", "--cfg", "job"], capture_output=True, text=True,
+                          timeout=120)
+    named = subprocess.run([sys.executable, "-m", "verlvl.main_ppo", "actor_rollout_ref.model.path=/models/qwen",
+                            "--cfg", "job"], capture_output=True, text=True, timeout=120)
+    assert bare.returncode == 0 and named.returncode == 0, bare.stderr[-2000:] + named.stderr[-2000:]
+    assert "preset: tiny_demo" in bare.stdout and "lr: 0.001" in bare.stdout
+    assert "preset: none" in named.stdout and "lr: 1.0e-06" in named.stdout

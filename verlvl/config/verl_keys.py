@@ -149,6 +149,7 @@ ACTOR = {
     "use_prefix_grouper": default(False, why="prefix grouping is not supported; remove it"),
     "data_loader_seed": default(42, why="mini-batch shuffling is seeded by verlvl; remove it"),
     "qat": off(why="quantisation-aware training is not supported; remove it"),
+    "policy_loss.dro_beta": default(None, why="is read by veRL's DRO loss, which is not registered here; remove it"),
 }
 
 ROLLOUT = {

@@ -53,7 +53,7 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
                                       strict=False))
     _check_values_not_done_here(cfg, typed["model"], errors)
 
-    nnodes, per_node = int(trainer.get("nnodes", 1)), int(trainer.get("n_gpus_per_node", 1))
+    nnodes, per_node = int(trainer.get("nnodes", 1)), int(trainer.get("n_gpus_per_node", 8))
     world = nnodes * per_node
     if nnodes < 1 or per_node < 1:
         errors.append(f"trainer.nnodes={nnodes} and trainer.n_gpus_per_node={per_node} must both be at least 1")
@@ -100,7 +100,7 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
             errors.append(f"actor_rollout_ref.actor.loss_agg_mode={actor.loss_agg_mode!r}: use one of {LOSS_AGG_MODES}")
         if actor.kl_loss_type not in KL_PENALTIES:
             errors.append(f"actor_rollout_ref.actor.kl_loss_type={actor.kl_loss_type!r}: use one of {KL_PENALTIES}")
-    estimator = algo.get("adv_estimator", "grpo")
+    estimator = algo.get("adv_estimator", "gae")  # the YAML's default (veRL's), for configs built by hand
     if estimator not in ADV_ESTIMATORS:
         errors.append(f"algorithm.adv_estimator={estimator!r}: use one of {sorted(ADV_ESTIMATORS)}")
     if algo.get("kl_penalty", "kl") not in KL_PENALTIES:

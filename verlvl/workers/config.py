@@ -120,7 +120,6 @@ class PolicyLossConfig:
     clip_cov_ub: float = 5.0
     kl_cov_ratio: float = 0.0002  # loss_mode=kl_cov: fraction of tokens given the KL penalty
     ppo_kl_coef: float = 0.1  # kl_cov: its coefficient
-    dro_beta: float | None = None
 
     @classmethod
     def from_value(cls, value) -> "PolicyLossConfig":
