@@ -155,3 +155,8 @@ def test_cfg_job_shows_which_preset_applied():
     assert bare.returncode == 0 and named.returncode == 0, bare.stderr[-2000:] + named.stderr[-2000:]
     assert "preset: tiny_demo" in bare.stdout and "lr: 0.001" in bare.stdout
     assert "preset: none" in named.stdout and "lr: 1.0e-06" in named.stdout
+
+
+def test_ray_sections_are_checked_too():
+    assert problems("ray_init.num_cpus=2", "ray_kwargs.ray_init.num_cpus=2") == ""
+    assert "unknown key ray_init.num_cpu; did you mean ray_init.num_cpus?" in problems("+ray_init.num_cpu=2")

@@ -16,7 +16,7 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Mappings whose keys are the user's (passed on as they are); the key names inside are not checked.
 OPEN = frozenset({
     "actor_rollout_ref.rollout.engine_kwargs.vllm", "actor_rollout_ref.model.override_config",
-    "custom_reward_function.reward_kwargs", "data.apply_chat_template_kwargs", "ray_init",
+    "custom_reward_function.reward_kwargs", "data.apply_chat_template_kwargs",
 })
 
 

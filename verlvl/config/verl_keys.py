@@ -105,7 +105,7 @@ FSDP = {
     "dtype": default("bfloat16", "bf16", why="the CUDA compute dtype is bf16 here; use fsdp_config.mixed_precision "
                                              "to change it"),
     "qat": off(why="quantisation-aware training is not supported; remove it"),
-    "turbo_config": VerlKey((), "", lambda v: True),  # read by veRL's turbo engine only, not its fsdp strategy
+    "turbo_config": VerlKey(({}, None), "is read by veRL's turbo engine only; remove it"),
 }
 
 WORKER = {  # actor and ref (and critic) keys beside fsdp_config
@@ -121,7 +121,7 @@ WORKER = {  # actor and ref (and critic) keys beside fsdp_config
                              lambda v: not v or (v.get("mode") or "disabled") == "disabled"),
     "rollout_n": VerlKey((None,), "is derived from actor_rollout_ref.rollout.n here; remove it"),
     "use_fused_kernels": default(False, True),
-    "use_remove_padding": VerlKey((), "", lambda v: True),  # veRL interpolates it from model.use_remove_padding
+    "use_remove_padding": default(None, why="is read from actor_rollout_ref.model.use_remove_padding here; set that"),
 }
 
 OPTIM = {
