@@ -8,6 +8,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 PREFIX = "builtin://"
+BUILTIN_TASKS = {"shapes": "verlvl.data.shapes_task", "digits": "verlvl.data.digits_task"}  # name -> module with write()
 
 
 def cache_dir() -> Path:
@@ -31,16 +32,17 @@ def resolve(path: str) -> str:
             print(f"[verlvl] building the tiny model {name} into {target}")
         family = "qwen2_5_vl" if name == "tiny-qwen2.5-vl" else "qwen2_vl"
         return str(build_tiny_qwen_vl(target, TinyVLConfig(family=family)))
-    if name.startswith("shapes/"):
-        from verlvl.data.shapes_task import write
+    task = name.split("/", 1)[0]
+    if task in BUILTIN_TASKS and "/" in name:
+        import importlib
 
-        folder = cache_dir() / "data" / "shapes"
+        folder = cache_dir() / "data" / task
         target = folder / name.split("/", 1)[1]
         if not target.exists():
-            print(f"[verlvl] writing the built-in shapes task into {folder}")
-            write(str(folder))
+            print(f"[verlvl] writing the built-in {task} task into {folder}")
+            importlib.import_module(BUILTIN_TASKS[task]).write(str(folder))
         if not target.exists():
-            raise FileNotFoundError(f"{path}: the built-in shapes task has train.parquet and test.parquet")
+            raise FileNotFoundError(f"{path}: the built-in {task} task has train.parquet and test.parquet")
         return str(target)
     raise ValueError(f"unknown built-in {path!r}; known: builtin://tiny-qwen2.5-vl, builtin://tiny-qwen2-vl, "
-                     "builtin://shapes/train.parquet, builtin://shapes/test.parquet")
+                     + ", ".join(f"builtin://{t}/{s}.parquet" for t in BUILTIN_TASKS for s in ("train", "test")))

@@ -1,0 +1,81 @@
+"""The built-in digits task: digits drawn with PIL, "list them from lowest to highest" or "sum them", veRL's schema.
+
+r1_vlm's digit-recognition task made on the fly, sized for the tiny CPU model: 1..max_digits digits from
+0..num_classes-1 per image, the answer readable only from the image (the prompt is one of two fixed
+strings). The list answer is the sorted digits separated by spaces ('1 3'), the sum answer a number.
+Deterministic from the seed; scored by verlvl/reward/scorers/digits.py (data_source verlvl/digits).
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+DATA_SOURCE = "verlvl/digits"
+TASKS = {"list": "<image>List the digits from lowest to highest.", "sum": "<image>What is the sum of the digits?"}
+
+
+def render(digits: list[int], rng: random.Random, size: int) -> bytes:
+    """The digits left to right, each in its own slot with a random offset, dark on a light background."""
+    background = tuple(rng.randint(220, 255) for _ in range(3))
+    image = Image.new("RGB", (size, size), background)
+    draw = ImageDraw.Draw(image)
+    slot = size / len(digits)
+    font = ImageFont.load_default(size=max(8, int(min(slot * 1.1, size * 0.7))))
+    for k, digit in enumerate(digits):
+        left, top, right, bottom = draw.textbbox((0, 0), str(digit), font=font)
+        w, h = right - left, bottom - top
+        x = k * slot + rng.uniform(0, max(slot - w, 0)) - left
+        y = rng.uniform(0, max(size - h, 0)) - top
+        draw.text((x, y), str(digit), font=font, fill=tuple(rng.randint(0, 90) for _ in range(3)))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def answer_of(task: str, digits: list[int]) -> str:
+    return " ".join(str(d) for d in sorted(digits)) if task == "list" else str(sum(digits))
+
+
+def make_rows(n: int, split: str, seed: int, size: int, num_classes: int, max_digits: int,
+              tasks: list[str]) -> list[dict]:
+    rng = random.Random(f"digits-{seed}-{split}")
+    rows = []
+    for index in range(n):
+        task = tasks[index % len(tasks)]
+        digits = [rng.randrange(num_classes) for _ in range(rng.randint(1, max_digits))]
+        answer = answer_of(task, digits)
+        rows.append({
+            "data_source": DATA_SOURCE,
+            "prompt": [{"role": "user", "content": TASKS[task]}],
+            "images": [{"bytes": render(digits, rng, size)}],
+            "ability": "vision",
+            "reward_model": {"style": "rule", "ground_truth": answer},
+            "extra_info": {"split": split, "index": index, "task": task, "digits": digits, "answer": answer},
+        })
+    rng.shuffle(rows)
+    return rows
+
+
+def write(save_dir: str, num_train: int = 512, num_test: int = 64, seed: int = 0, image_size: int = 56,
+          num_classes: int = 3, max_digits: int = 1, tasks: str = "list,sum") -> dict[str, str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    task_list = tasks.split(",")
+    if not set(task_list) <= set(TASKS):
+        raise ValueError(f"tasks {task_list}: choose from {sorted(TASKS)}")
+    if not 2 <= num_classes <= 10 or not 1 <= max_digits <= 3:
+        raise ValueError("num_classes must be 2..10 and max_digits 1..3")
+    save = Path(save_dir).expanduser()
+    save.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for split, n in (("train", num_train), ("test", num_test)):
+        path = save / f"{split}.parquet"
+        rows = make_rows(n, split, seed, image_size, num_classes, max_digits, task_list)
+        pq.write_table(pa.Table.from_pylist(rows), path)
+        out[split] = str(path)
+    return out
