@@ -129,8 +129,8 @@ def run_verlvl(model_path: str, data: dict, args, out: Path, workers: int, rollo
     from tests.trainer.helpers import compose_config
     from verlvl.main_ppo import run_ppo
 
-    cfg = compose_config(
-        f"actor_rollout_ref.model.path={model_path}", f"data.train_files={data['train']}",
+    cfg = compose_config(  # the CPU demo's settings (GRPO, no gradient checkpointing), whatever the model
+        "preset=tiny_demo", f"actor_rollout_ref.model.path={model_path}", f"data.train_files={data['train']}",
         "data.val_files=null", f"data.train_batch_size={args.prompts}",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={args.prompts}",
         f"actor_rollout_ref.rollout.n={args.n}", f"data.max_response_length={args.response_length}",
