@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from verlvl.engine.loading import load_model, parameters_on_meta
-from verlvl.engine.lora import (LoraSpec, add_adapters, adapter_state_dict, adapters_disabled, export_adapter,
+from verlvl.engine.lora import (LoraSpec, adapter_state_dict, adapters_disabled, add_adapters, export_adapter,
                                 load_adapter, merged_weights)
 
 

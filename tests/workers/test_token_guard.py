@@ -10,8 +10,8 @@ import torch
 from verlvl.trainer.metrics import compute_vision_token_metrics
 from verlvl.workers.config import RolloutConfig
 from verlvl.workers.rollout.hf_rollout import HFRollout
-from verlvl.workers.rollout.token_guard import (ImageTokenMismatch, first_difference, image_runs, position_problem,
-                                                token_problem)
+from verlvl.workers.rollout.token_guard import (ImageTokenMismatch, first_difference, image_runs,
+                                                position_problem, token_problem)
 
 
 def checked(prompts):

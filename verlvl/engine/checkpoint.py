@@ -10,6 +10,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+from verlvl.engine.lora import adapter_state_dict, export_adapter, has_adapters, merged_weights
 from verlvl.engine.state_dict import rank0_state_dict
 
 
@@ -66,13 +67,21 @@ def export_dtype(model) -> torch.dtype | None:
 
 def export_hf(path: str, model, tokenizer, processor=None) -> None:
     """A folder that AutoModelForImageTextToText (or AutoModelForCausalLM) loads, with tokenizer,
-    processor and generation config. Every rank takes part in the gathers; only rank 0 holds the result
-    and writes."""
-    state = rank0_state_dict(model, export_dtype(model))
+    processor and generation config; with LoRA the adapters merged in, and the adapter alone (a folder
+    PeftModel.from_pretrained loads) in lora_adapter/. Every rank takes part in the gathers; only rank 0
+    holds the result and writes."""
+    lora = has_adapters(model)
+    state = rank0_state_dict(model, None if lora else export_dtype(model))  # LoRA merges in full precision
     if state is None:
         return
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
+    if lora:  # the adapter (peft's folder) and the merged model beside it
+        base = getattr(model.config, "_name_or_path", "") or ""
+        export_adapter(folder / "lora_adapter", model.lora_spec, adapter_state_dict(state.items()), base)
+        dtype = export_dtype(model)
+        state = {name: t.to(dtype) if dtype is not None and t.is_floating_point() else t
+                 for name, t in merged_weights(model, state.items())}
     model.save_pretrained(folder, state_dict=state)
     tokenizer.save_pretrained(folder)
     if processor is not None:

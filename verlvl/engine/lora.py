@@ -8,9 +8,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -79,7 +79,7 @@ def load_adapter(model: nn.Module, path: str) -> None:
     missing = set(state) - {n for n, _ in model.named_parameters()}
     if missing:
         raise ValueError(f"lora_adapter_path={path}: {len(missing)} adapter weight(s) fit no layer of this model "
-                         f"(e.g. {sorted(missing)[0]}); was it trained with other target_modules or another model?")
+                         f"(e.g. {min(missing)}); was it trained with other target_modules or another model?")
     model.load_state_dict(state, strict=False)
 
 

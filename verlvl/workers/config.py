@@ -163,6 +163,11 @@ class ModelConfig:
     use_remove_padding: bool = False  # padding-free (packed) forwards: flash-attention varlen on GPU, sdpa on CPU
     custom_chat_template: str | None = None  # a Jinja chat template used instead of the tokenizer's
     override_config: dict = field(default_factory=dict)  # set on the HF config at load (engine/loading.py)
+    lora_rank: int = 0  # > 0: train LoRA adapters of this rank on the language model (engine/lora.py)
+    lora_alpha: float = 16  # the adapters' scaling is lora_alpha / lora_rank
+    target_modules: Any = "all-linear"  # "all-linear" or a list of module names (q_proj, v_proj, ...)
+    exclude_modules: str | None = None  # a regex of module names left alone (None: the vision tower)
+    lora_adapter_path: str | None = None  # start from this peft adapter folder
 
 
 @dataclass(frozen=True)

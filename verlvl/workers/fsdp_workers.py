@@ -17,7 +17,9 @@ from verlvl.config.verl_keys import keys_under
 from verlvl.engine.checkpoint import export_hf, load_sharded, save_sharded
 from verlvl.engine.forward import PixelStore, install_dummy_vision_pass
 from verlvl.engine.fsdp import apply_fsdp2, freeze_vision_tower, fsdp_kwargs, move_model
-from verlvl.engine.loading import load_model, load_sharded as load_sharded_model, release_dtype
+from verlvl.engine.loading import load_model, parameters_on_meta, release_dtype
+from verlvl.engine.loading import load_sharded as load_sharded_model
+from verlvl.engine.lora import adapters_disabled, add_adapters, has_adapters, load_adapter, lora_spec
 from verlvl.engine.placement import device_boundary, empty_cache, memory_metrics
 from verlvl.engine.state_dict import full_weights
 from verlvl.models.processor import load_processor, load_tokenizer, use_chat_template
@@ -26,8 +28,8 @@ from verlvl.single_controller import Dispatch, Worker, register
 from verlvl.utils.device import current_device
 from verlvl.utils.external_lib import import_external_lib
 from verlvl.workers.actor import PPOActor, build_optimizer
-from verlvl.workers.config import (ActorConfig, CriticConfig, FSDPConfig, ModelConfig, RefConfig, RolloutConfig,
-                                   from_mapping)
+from verlvl.workers.config import (ActorConfig, CriticConfig, FSDPConfig, ModelConfig, RefConfig,
+                                   RolloutConfig, from_mapping)
 from verlvl.workers.critic import PPOCritic, ValueModel
 from verlvl.workers.rollout import ROLLOUT_ENGINES
 from verlvl.workers.rollout.base import never_sampled_ids
@@ -132,15 +134,22 @@ class ActorRolloutRefWorker(ModelWorker):
             return load_model(path, trust_remote_code=mc.trust_remote_code, dtype=released,
                               override_config=mc.override_config).state_dict()
 
+        lora = lora_spec(mc)
         if self.has_actor or self.has_rollout:
             def build_actor(empty: bool):
                 model = load_model(path, mc.enable_gradient_checkpointing, mc.trust_remote_code,
                                    mc.attn_implementation, empty=empty, override_config=mc.override_config)
+                if lora is not None:
+                    with parameters_on_meta() if empty else contextlib.nullcontext():
+                        add_adapters(model, lora)
+                    if lora.adapter_path and not empty:
+                        load_adapter(model, lora.adapter_path)
                 if self.actor_config.freeze_vision_tower:
                     log.info("froze %d vision-tower parameters", freeze_vision_tower(model))
                 return model
 
-            model = self._load(build_actor, self.actor_config.fsdp_config, read_weights)
+            # with LoRA rank 0 builds the adapted model to read from (fp32; the adapters' first values with it)
+            model = self._load(build_actor, self.actor_config.fsdp_config, None if lora else read_weights)
             optimizer = scheduler = None
             if self.has_actor:
                 optimizer, scheduler = build_optimizer(model, self.actor_config.optim)
@@ -150,7 +159,12 @@ class ActorRolloutRefWorker(ModelWorker):
                 self.rollout = self.build_rollout(model, path, self.tokenizer, self.processor, self.rollout_config,
                                                   self._compute_dtype(), self.device, pixel_store=self.pixel_store)
                 self.switch = self._rollout_switch()
-        if self.has_ref:
+        if self.has_ref and lora is not None and self.actor is not None:
+            # LoRA: the reference is the actor's own model with its adapters off (no second copy)
+            self.ref = PPOActor(self.actor.model, self.actor_config, self.processor, dp_size=_dp_size(),
+                                never_sampled=never_sampled, device=self.device, pixel_store=self.pixel_store,
+                                packed=mc.use_remove_padding)
+        elif self.has_ref:
             # The reference never steps: on CUDA its weights are bf16 (no fp32 master copy).
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
 
@@ -225,8 +239,10 @@ class ActorRolloutRefWorker(ModelWorker):
     def compute_ref_log_prob(self, data: DataProto) -> DataProto:
         ref = self.ref_config
         micro = ref.log_prob_micro_batch_size_per_gpu or self.rollout_config.log_prob_micro_batch_size_per_gpu
-        log_probs, _ = self._log_probs(self.ref, data, micro, False, ref.log_prob_use_dynamic_bsz,
-                                       ref.log_prob_max_token_len_per_gpu)
+        base = adapters_disabled(self.ref.model) if has_adapters(self.ref.model) else contextlib.nullcontext()
+        with base:
+            log_probs, _ = self._log_probs(self.ref, data, micro, False, ref.log_prob_use_dynamic_bsz,
+                                           ref.log_prob_max_token_len_per_gpu)
         return DataProto.from_dict({"ref_log_prob": log_probs})
 
     @register(Dispatch.DP_COMPUTE_PROTO)

@@ -105,15 +105,15 @@ def check_hf(model, data: DataProto, pixel_inputs: dict, image_token_id: int | N
     taken = 0
     for row in range(len(data)):
         ids, _ = trainer_view(data, row)
-        n_images = len(((media[row] or {}).get("image") or [])) if media is not None else 0
+        n_images = len((media[row] or {}).get("image") or []) if media is not None else 0
         features = (grids[taken:taken + n_images].prod(-1) // merge_size ** 2).tolist()
         taken += n_images
         if image_token_id is None:
             continue
         runs = [length for _, length in image_runs(ids, image_token_id)]
         if runs != features:
-            problems.append((row_name(data, row), f"image placeholder runs of {runs} tokens, but the image "
-                             f"processor makes {features} features of this row's images"))
+            problem = f"image placeholder runs of {runs} tokens, but the image processor makes {features} features"
+            problems.append((row_name(data, row), problem + " of this row's images"))
     raise_if_any(problems, "hf")
     rope_index = getattr(getattr(model, "model", model), "get_rope_index", None)
     if rope_index is None or data.batch["position_ids"].dim() != 3:

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from verlvl.engine.hybrid import SLEEP_TAGS, HybridSwitch
+from verlvl.engine.lora import has_adapters, merged_weights
 from verlvl.engine.state_dict import full_weights
 from verlvl.models.processor import lacks_video_processor, video_processor_view
 from verlvl.protocol import DataProto
@@ -157,6 +158,8 @@ class VLLMRollout:
         self._require_awake(frozenset({"weights"}), "a weight sync")
         device = torch.device("cuda", torch.cuda.current_device()) if self.on_cuda else None
         weights = full_weights(model, self.config.update_weights_bucket_megabytes << 20, self.dtype, device)
+        if has_adapters(model):  # LoRA: the engine holds the plain model; it gets W + scaling * B @ A
+            weights = merged_weights(model, weights)
         self.engine.collective_rpc("reload_weights", kwargs={"weights_iterator": weights,
                                                              "is_checkpoint_format": True})
         self.engine.reset_prefix_cache()
