@@ -122,13 +122,15 @@ def test_concat_refuses_conflicting_meta_info():
 
 def test_worker_group_returns_metrics_per_rank(ray_local):
     """DP_COMPUTE_PROTO concatenates the ranks' outputs: one metric value per rank, in rank order."""
-    from verlvl.single_controller import Dispatch, RayClassWithInitArgs, RayResourcePool, RayWorkerGroup, Worker, register
+    from verlvl.single_controller import (Dispatch, RayClassWithInitArgs, RayResourcePool, RayWorkerGroup, Worker,
+                                          register)
     from verlvl.trainer.worker_metrics import reduce_worker_metrics
 
     class Reporter(Worker):
         @register(Dispatch.DP_COMPUTE_PROTO)
         def report(self, data: DataProto) -> DataProto:
-            return DataProto(meta_info={"metrics": {"loss": float(self.rank), "m/max_memory_allocated_gb": 1.0 + self.rank}})
+            metrics = {"loss": float(self.rank), "m/max_memory_allocated_gb": 1.0 + self.rank}
+            return DataProto(meta_info={"metrics": metrics})
 
     pool = RayResourcePool([2], use_gpu=False)
     group = RayWorkerGroup(pool, RayClassWithInitArgs(Reporter))
@@ -177,6 +179,10 @@ def test_unfold_column_chunks_splits_named_keys_and_repeats_the_rest():
     assert out.batch["b"].tolist() == [[0, 1], [0, 1], [2, 3], [2, 3], [4, 5], [4, 5]]
     assert out.non_tensor_batch["lab"].tolist() == [["a1"], ["a2"], ["b1"], ["b2"], ["c1"], ["c2"]]
     assert out.non_tensor_batch["tag"].tolist() == ["a", "a", "b", "b", "c", "c"]
+    lists = DataProto.from_dict(non_tensors={"lab": [["a1", "a2"], ["b1", "b2"]]})  # one list per row
+    assert lists.unfold_column_chunks(2, ["lab"]).non_tensor_batch["lab"].tolist() == [["a1"], ["a2"], ["b1"], ["b2"]]
+    with pytest.raises(ValueError, match=r"non_tensor_batch\['lab'\] row 0 has no length that divides by n_split=3"):
+        lists.unfold_column_chunks(3, ["lab"])
 
 
 # ---------------------------------------------------------------- indexing, keys, union
@@ -258,7 +264,7 @@ def test_loading_never_unpickles_objects_unless_asked(tmp_path):
     images = DataProto.from_dict({"x": torch.zeros(1)}, {"images": [[Image.new("RGB", (2, 2), "red")]]})
     path = tmp_path / "images.pt"
     images.save_to_disk(path)
-    with pytest.raises(ValueError, match="If you wrote this file yourself: load_from_disk\\(path, allow_pickle=True\\)"):
+    with pytest.raises(ValueError, match=r"If you wrote this file yourself: load_from_disk\(path, allow_pickle=True\)"):
         DataProto.load_from_disk(path)
     assert DataProto.load_from_disk(path, allow_pickle=True).non_tensor_batch["images"][0][0].size == (2, 2)
     marker = tmp_path / "ran"

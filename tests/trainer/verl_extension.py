@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import torch
 
-from verlvl.algos import AdvantageEstimator, agg_loss, register_adv_est, register_policy_loss  # verl.trainer.ppo.core_algos
+from verlvl.algos import AdvantageEstimator, agg_loss, register_adv_est, register_policy_loss  # ppo.core_algos
 from verlvl.protocol import DataProto  # verl
 from verlvl.reward.managers import AbstractRewardManager, register  # verl.workers.reward_manager
 

@@ -55,6 +55,8 @@ def unfold_column_chunks(data: "DataProto", n_split: int, split_keys: Sequence[s
     split = set(split_keys or ())
 
     def cut(value, name):
+        if value.ndim == 1 and value.dtype == object:  # one list per row (from_dict's form): cut each list
+            return _cut_entries(value, n_split, name)
         if value.ndim < 2 or value.shape[1] % n_split:
             raise DataProtoError(f"unfold_column_chunks: {name} has shape {tuple(value.shape)}; its second "
                                  f"dimension must divide by n_split={n_split}")
@@ -68,3 +70,15 @@ def unfold_column_chunks(data: "DataProto", n_split: int, split_keys: Sequence[s
     non_tensor = {k: cut(v, f"non_tensor_batch[{k!r}]") if k in split else np.repeat(v, n_split, axis=0)
                   for k, v in data.non_tensor_batch.items()}
     return type(data)(batch=batch, non_tensor_batch=non_tensor, meta_info=data.meta_info)
+
+
+def _cut_entries(column: np.ndarray, n_split: int, name: str) -> np.ndarray:
+    out = np.empty(len(column) * n_split, dtype=object)
+    for i, entry in enumerate(column):
+        if not hasattr(entry, "__len__") or len(entry) % n_split:
+            raise DataProtoError(f"unfold_column_chunks: {name} row {i} has no length that divides by "
+                                 f"n_split={n_split}")
+        size = len(entry) // n_split
+        for j in range(n_split):
+            out[i * n_split + j] = entry[j * size:(j + 1) * size]
+    return out
