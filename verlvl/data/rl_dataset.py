@@ -5,17 +5,16 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
 from verlvl.data.config import DataConfig
 from verlvl.data.images import DataError, decode_image, fit_image, fitted_size, open_image
+from verlvl.data.sources import read_source
 from verlvl.models.rope import qwen_vl_position_ids, text_position_ids
 
 log = logging.getLogger(__name__)
@@ -42,14 +41,7 @@ def read_parquet_files(files: tuple[str, ...]) -> tuple[pa.Table, list[tuple[str
         raise DataError("no data files given: set data.train_files (and data.val_files) to parquet paths")
     tables, origin = [], []
     for file in files:
-        path = Path(file).expanduser()
-        if not path.is_file():
-            raise DataError(f"data file {file} does not exist; write it with a data_preprocess/ script "
-                            "(e.g. python data_preprocess/geo3k.py) or fix the path")
-        try:
-            table = pq.read_table(path)
-        except Exception as e:
-            raise DataError(f"{file}: not a readable parquet file ({type(e).__name__}: {e})") from e
+        table = read_source(str(file))  # parquet, JSON/JSONL, save_to_disk folder, name@split (verlvl.data.sources)
         if table.num_rows == 0:
             raise DataError(f"{file}: the file has no rows")
         tables.append(table)

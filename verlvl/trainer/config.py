@@ -9,6 +9,7 @@ from typing import Any
 from verlvl.algos import ADV_ESTIMATORS, KL_PENALTIES, LOSS_AGG_MODES, POLICY_LOSSES
 from verlvl.algos.rollout_correction import RolloutCorrectionConfig
 from verlvl.config.known_keys import key_problems
+from verlvl.data import sources
 from verlvl.data.config import DataConfig
 from verlvl.trainer import builtin
 from verlvl.trainer.config_ranges import range_errors
@@ -125,7 +126,7 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
         errors.append("data.train_files is not set: give parquet file(s) written by a data_preprocess/ script")
     for key, files in (("data.train_files", train_files), ("data.val_files", val_files)):
         for f in files:
-            if not builtin.is_builtin(f) and not Path(f).expanduser().is_file():
+            if not builtin.is_builtin(f) and not sources.exists(f):  # a file, a folder or name@split
                 errors.append(f"{key}: {f} does not exist; write it with a data_preprocess/ script (e.g. "
                               "python data_preprocess/geo3k.py) or fix the path")
     if errors:
