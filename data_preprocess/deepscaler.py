@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from preprocess_common import base_parser, convert_messages, load_source, save_dir_of  # noqa: E402
+from preprocess_common import base_parser, convert_messages, load_source, save_dir_of
 
 DATA_SOURCE = "VLM-Reasoner/deepscaler"
 DATA_FILE = "deepscaler_message.jsonl"

@@ -9,12 +9,12 @@ import random
 import sys
 import tarfile
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the scripts import each other by name
 
-from geo3k import image_to_bytes  # noqa: E402  (geo3k's helper: PIL / datasets image cell -> {'bytes'})
+from geo3k import image_to_bytes
 
 R1_SYSTEM_PROMPT = ("You are a helpful assistant. You first think about the reasoning process in the mind and then "
                     "provide the user with the answer. The reasoning process and answer are enclosed within "
@@ -160,7 +160,7 @@ def pick_splits(source: dict, wanted: Iterable[str], dataset: str) -> dict:
 
 def hold_out(n_rows: int, test_size: float, seed: int = 42) -> tuple[list[int], list[int]]:
     """(train, test) row indices by a seeded shuffle: test_size < 1 is a fraction, >= 1 a row count."""
-    n_test = int(round(n_rows * test_size)) if test_size < 1 else min(int(test_size), n_rows)
+    n_test = round(n_rows * test_size) if test_size < 1 else min(int(test_size), n_rows)
     order = list(range(n_rows))
     random.Random(seed).shuffle(order)
     test = set(order[:n_test])
@@ -257,7 +257,7 @@ class ImageFinder:
 
     def read(self, ref: str) -> dict:
         """{'bytes': ...} for `ref`; SkipRow('image file not found') when it is nowhere."""
-        name = ref[len("file://"):] if ref.startswith("file://") else ref
+        name = ref.removeprefix("file://")
         candidates = [Path(name)] + ([self.root / name.lstrip("/")] if self.root else [])
         for candidate in candidates:
             if candidate.is_file():

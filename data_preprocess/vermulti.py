@@ -15,8 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from preprocess_common import (ImageFinder, base_parser, convert_messages, load_source,  # noqa: E402
-                               save_dir_of)
+from preprocess_common import ImageFinder, base_parser, convert_messages, load_source, save_dir_of
 
 DATA_SOURCE = "VLM-Reasoner/VerMulti"
 SUBSETS = {"all": ("mathv60k_message.jsonl", "mathv60k_img.tar.gz"),

@@ -14,7 +14,7 @@ def test_gsm8k_and_math_lighteval_are_routed_to_the_existing_scorers():
     assert score("openai/gsm8k", "3 + 4 = 7 so #### 7", "7")["score"] == 1.0
     assert score("openai/gsm8k", "#### 8", "7")["score"] == 0.0
     assert score("openai/gsm8k", "no number at all", "7")["score"] == 0.0
-    math = lambda reply: score("DigitalLearningGmbH/MATH-lighteval", reply, "\\frac{1}{2}")["score"]  # noqa: E731
+    math = lambda reply: score("DigitalLearningGmbH/MATH-lighteval", reply, "\\frac{1}{2}")["score"]
     assert (math("so \\boxed{0.5}"), math("\\boxed{\\frac{2}{4}}"), math("\\boxed{2}"), math("one half")) == \
         (1.0, 1.0, 0.0, 0.0)
 
@@ -62,7 +62,7 @@ def test_r1_vlm_digits_correctness_plus_format(reply, truth, task, acc, fmt):
 
 
 def test_builtin_digits_reads_the_answer_at_the_start():
-    builtin = lambda reply, truth, task: score("verlvl/digits", reply, truth, {"task": task})["score"]  # noqa: E731
+    builtin = lambda reply, truth, task: score("verlvl/digits", reply, truth, {"task": task})["score"]
     assert builtin("1 3", "1 3", "list") == 1.0 and builtin("[1, 3]", "1 3", "list") == 1.0
     assert builtin("3 1", "1 3", "list") == 0.0 and builtin("1", "1 3", "list") == 0.0
     assert builtin("4", "4", "sum") == 1.0 and builtin("14", "4", "sum") == 0.0 and builtin("four", "4", "sum") == 0.0
@@ -85,5 +85,5 @@ def test_lmm_r1_accuracy_plus_half_format(reply, acc, fmt):
 
 
 def test_dapo_style_minus_one_zero_one_is_the_existing_math_dapo_rule():
-    rule = lambda reply: score("math_dapo", reply, "4")["score"]  # noqa: E731
+    rule = lambda reply: score("math_dapo", reply, "4")["score"]
     assert (rule("\\boxed{4}"), rule("\\boxed{5}"), rule("4")) == (1.0, 0.0, -1.0)

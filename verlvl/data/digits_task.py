@@ -46,7 +46,9 @@ def make_rows(n: int, split: str, seed: int, size: int, num_classes: int, max_di
     rows = []
     for index in range(n):
         task = tasks[index % len(tasks)]
-        digits = [rng.randrange(num_classes) for _ in range(rng.randint(1, max_digits))]
+        n_digits = rng.randint(1, max_digits)
+        first = (index // len(tasks)) % num_classes  # balanced: no answer is more common than chance
+        digits = [first] + [rng.randrange(num_classes) for _ in range(n_digits - 1)]
         answer = answer_of(task, digits)
         rows.append({
             "data_source": DATA_SOURCE,

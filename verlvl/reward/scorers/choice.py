@@ -58,7 +58,7 @@ def open_match(response: str, ground_truth) -> tuple[float, str | None]:
     answer = final_answer(response)
     if answer is None:
         return 0.0, None
-    norm = lambda s: re.sub(r"[\s$]+", "", s).rstrip(".").lower()  # noqa: E731
+    norm = lambda s: re.sub(r"[\s$]+", "", s).rstrip(".").lower()
     hit = any(norm(answer) == norm(g) or is_equivalent(answer, g) for g in gold_values(ground_truth))
     return float(hit), answer
 
