@@ -60,14 +60,15 @@ def test_every_section_refuses_an_unknown_key_with_the_closest_one(override, mes
     "actor_rollout_ref.rollout.mode=async", "data.use_shm=False", "trainer.val_only=False",
     "actor_rollout_ref.actor.profiler.enable=False", "ray_kwargs.ray_init.runtime_env.py_executable=null",
     "actor_rollout_ref.rollout.multi_turn.enable=False", "trainer.default_hdfs_dir=null",
+    "actor_rollout_ref.model.lora_rank=64", "actor_rollout_ref.model.target_modules=[q_proj,v_proj]",
 ])
 def test_a_verl_key_at_verls_default_is_accepted(override):
     assert problems(override) == ""
 
 
 @pytest.mark.parametrize("override, message", [
-    ("actor_rollout_ref.model.lora_rank=64", "actor_rollout_ref.model.lora_rank=64: LoRA is not supported yet"),
-    ("actor_rollout_ref.model.target_modules=[q_proj]", "target_modules=[q_proj]: LoRA is not supported yet"),
+    ("critic.model.lora_rank=8", "critic.model.lora_rank=8: LoRA for the critic is not supported"),
+    ("actor_rollout_ref.model.lora.rank=8", "actor_rollout_ref.model.lora={rank: 8}: is veRL's Megatron LoRA block"),
     ("actor_rollout_ref.actor.strategy=megatron", "actor_rollout_ref.actor.strategy=megatron: verlvl trains with "
                                                   "FSDP2 only"),
     ("actor_rollout_ref.model.use_liger=True", "actor_rollout_ref.model.use_liger=True: Liger kernels"),

@@ -63,7 +63,8 @@ QWEN3_VL_30B = [  # the lines the others lack
     "actor_rollout_ref.ref.entropy_from_logits_with_chunking=True",
     "trainer.critic_warmup=0", "trainer.resume_mode=auto", "trainer.val_before_train=True",
 ]
-LORA = ["actor_rollout_ref.model.target_modules=all-linear"]  # veRL's default; the other LoRA lines are refused
+LORA = ["actor_rollout_ref.model.lora_rank=64", "actor_rollout_ref.model.lora_alpha=32",
+        "actor_rollout_ref.model.target_modules=all-linear", "actor_rollout_ref.model.exclude_modules=.*visual.*"]
 
 REFUSED = {  # line -> what verlvl says (the key is named in it)
     "actor_rollout_ref.actor.fsdp_config.fsdp_size=8":
@@ -79,10 +80,6 @@ REFUSED = {  # line -> what verlvl says (the key is named in it)
         "actor_rollout_ref.ref.fsdp_config.forward_prefetch=True: forward prefetch is not supported",
     "actor_rollout_ref.ref.fsdp_config.ulysses_sequence_parallel_size=2":
         "actor_rollout_ref.ref.fsdp_config.ulysses_sequence_parallel_size=2: sequence parallelism",
-    "actor_rollout_ref.model.lora_rank=64": "actor_rollout_ref.model.lora_rank=64: LoRA is not supported yet",
-    "actor_rollout_ref.model.lora_alpha=32": "actor_rollout_ref.model.lora_alpha=32: LoRA is not supported yet",
-    "actor_rollout_ref.model.exclude_modules=.*visual.*":
-        "actor_rollout_ref.model.exclude_modules=.*visual.*: LoRA is not supported yet",
     "ray_kwargs.ray_init.runtime_env.py_executable=uv -v run --frozen --all-packages --extra vllm --extra fsdp":
         "ray_kwargs.ray_init.runtime_env={py_executable: uv -v run",
 }
@@ -128,9 +125,10 @@ def test_every_accepted_line_runs_one_cpu_step(ray_local, tmp_path, monkeypatch)
     assert check(*ACCEPTED, *CPU) == ""
     monkeypatch.setenv("VERLVL_CACHE", str(tmp_path / "cache"))
     run_dir = tmp_path / "run"
-    result = run_ppo(compose_config(*ACCEPTED, *CPU, f"trainer.default_local_dir={run_dir}"))
+    result = run_ppo(compose_config(*ACCEPTED, *CPU, "trainer.save_final=true", f"trainer.default_local_dir={run_dir}"))
     assert result.metrics["training/global_step"] == 1
     assert result.metrics["actor/kl_loss"] >= 0 and "global_seqlen/balanced_max" in result.metrics  # use_kl_loss, balance
     assert any(k.startswith("rollout_corr/") for k in result.metrics)  # algorithm.rollout_correction
+    assert (run_dir / "global_step_1" / "actor" / "huggingface" / "lora_adapter").is_dir()  # the LoRA lines
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("val-core/verlvl/shapes/acc/mean@1" in row for row in rows)  # val_before_train

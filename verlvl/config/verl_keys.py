@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 AR = "actor_rollout_ref"
-LORA = ("LoRA is not supported yet (it is being built); remove the LoRA keys (lora_rank, lora_alpha, "
-        "target_modules, exclude_modules, lora_adapter_path) to train all weights")
+CRITIC_LORA = ("LoRA for the critic is not supported; remove the critic's LoRA keys (the actor's, "
+               "actor_rollout_ref.model.lora_*, work)")
 SP = "sequence parallelism (Ulysses) is not supported; remove it or set 1"
 STRATEGY = "verlvl trains with FSDP2 only; remove it or set fsdp2"
 DEPRECATED_MICRO = "is veRL's deprecated global micro-batch size; remove it and set {alt} (rows per worker)"
@@ -68,9 +68,7 @@ MODEL = {
     # veRL's fused kernels are for; either value trains the same here.
     "use_fused_kernels": default(False, True),
     "fused_kernel_options.impl_backend": default("torch", "triton"),
-    "lora_rank": default(0, why=LORA), "lora_alpha": default(16, why=LORA),
-    "target_modules": default("all-linear", why=LORA), "exclude_modules": default(None, why=LORA),
-    "lora_adapter_path": default(None, why=LORA), "lora": off("rank", why=LORA),
+    "lora": off("rank", why="is veRL's Megatron LoRA block; use model.lora_rank, lora_alpha, target_modules"),
     "hf_config_path": default(None, why="a separate HF config folder is not supported; put config.json in "
                                         "model.path (or use model.override_config)"),
     "tokenizer_path": default(None, why="a separate tokenizer folder is not supported; the tokenizer is read "
@@ -168,7 +166,8 @@ ROLLOUT = {
     "logprobs_mode": default("processed_logprobs", why="rollout log-probs are always those of the sampling "
                                                        "distribution here; remove it"),
     "scheduling_policy": default("fcfs", why="is not supported; remove it"),
-    "layered_summon": default(False, why="is for LoRA, which is not supported yet; remove it"),
+    "layered_summon": default(False, why="FSDP1's layer-by-layer gather for LoRA is not needed here (adapters "
+                                         "are merged from the FSDP2 shards); remove it"),
     "log_prob_micro_batch_size": default(None, why=DEPRECATED_MICRO.format(alt="log_prob_micro_batch_size_per_gpu")),
     "disable_log_stats": default(True, why="vLLM's stats log is not exposed; remove it"),
     "over_sample_rate": default(0, why="over-sampling is not supported; remove it (see algorithm.filter_groups)"),
@@ -214,6 +213,9 @@ CRITIC = {
     "model.override_config": VerlKey(({}, None), "is not supported for the critic yet; remove it"),
     "model.custom_chat_template": default(None, why="the critic reads the actor's prompts; set "
                                                     "actor_rollout_ref.model.custom_chat_template"),
+    "model.lora_rank": default(0, why=CRITIC_LORA), "model.lora_alpha": default(16, why=CRITIC_LORA),
+    "model.target_modules": default("all-linear", why=CRITIC_LORA),
+    "model.exclude_modules": default(None, why=CRITIC_LORA), "model.lora_adapter_path": default(None, why=CRITIC_LORA),
 }
 
 DATA = {
