@@ -96,11 +96,13 @@ def test_text_only_rank_beside_image_rank_does_not_hang(ray_local, tiny_vl_path,
         pool.release()
 
 
-def test_critic_learns_a_constant_target(ray_local, tiny_vl_path, prompts):
-    config = {"model": {"path": str(tiny_vl_path)}, "ppo_micro_batch_size_per_gpu": 2, "cliprange_value": 10.0,
-              "optim": {"lr": 3e-3}}
+@pytest.mark.parametrize("lora_rank", [0, 8])
+def test_critic_learns_a_constant_target(ray_local, tiny_vl_path, prompts, lora_rank):
+    config = {"model": {"path": str(tiny_vl_path), "lora_rank": lora_rank}, "ppo_micro_batch_size_per_gpu": 2,
+              "cliprange_value": 10.0, "optim": {"lr": 3e-3}}
     group, pool = make_group(ray_local, CriticWorker, config=config)
     try:
+        before = group.get_full_state_dict()[0]
         responses = torch.randint(20, 300, (4, 8))  # ordinary text tokens (ids < 14 are special)
         data = DataProto.from_dict({
             "input_ids": torch.cat([prompts.batch["input_ids"], responses], 1),
@@ -117,6 +119,12 @@ def test_critic_learns_a_constant_target(ray_local, tiny_vl_path, prompts):
         values = group.compute_values(data).batch["values"]
         assert first.abs().max() == 0  # zero-initialised head
         assert (values - 0.7).abs().max() < 0.05, values
+        after = group.get_full_state_dict()[0]
+        changed = {k for k in before if not torch.equal(before[k], after[k])}
+        if lora_rank:  # critic.model.lora_rank: the backbone's adapters and the value head train, nothing else
+            assert changed and all(".lora_" in k or k.startswith("value_head.") for k in changed), changed
+        else:
+            assert any(not k.startswith("value_head.") for k in changed)
     finally:
         group.shutdown()
         pool.release()

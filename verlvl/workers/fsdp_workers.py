@@ -288,8 +288,18 @@ class CriticWorker(ModelWorker):
         self.processor = load_processor(path)
         gradient_checkpointing = self.config.model.enable_gradient_checkpointing
         released = release_dtype(path) or torch.float32
-        model = self._load(lambda empty: ValueModel(path, gradient_checkpointing, empty), self.config.fsdp_config,
-                           lambda: ValueModel(path, dtype=released).state_dict())
+        lora = lora_spec(self.config.model)
+
+        def build(empty: bool) -> ValueModel:
+            model = ValueModel(path, gradient_checkpointing, empty)
+            if lora is not None:  # adapters on the backbone; the value head trains whole
+                with parameters_on_meta() if empty else contextlib.nullcontext():
+                    add_adapters(model.model, lora)
+                model.lora_spec = lora
+            return model
+
+        model = self._load(build, self.config.fsdp_config,
+                           None if lora else lambda: ValueModel(path, dtype=released).state_dict())
         optimizer, scheduler = build_optimizer(model, self.config.optim)
         self.critic = PPOCritic(model, self.config, self.processor, optimizer, scheduler, _dp_size(), self.device,
                                 self.pixel_store)
@@ -301,6 +311,11 @@ class CriticWorker(ModelWorker):
     @register(Dispatch.ONE_TO_ALL)
     def load_checkpoint(self, path: str) -> None:
         load_sharded(path, self.critic.model, self.critic.optimizer, self.critic.scheduler)
+
+    @register(Dispatch.ONE_TO_ALL)
+    def get_full_state_dict(self) -> dict:
+        """Every rank's full copy on the CPU (for tests and tools)."""
+        return {name: t.cpu().clone() for name, t in full_weights(self.critic.model, 1 << 30)}
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     @device_boundary
