@@ -58,7 +58,7 @@ def load_merged_state(ckpt: Path, config, dtype=None) -> tuple[object, dict]:
     stored = FileSystemReader(str(ckpt / "dcp")).read_metadata().state_dict_metadata
     wanted = model.state_dict()
     template, absent = {}, []
-    for key, meta_tensor in wanted.items():
+    for key in wanted:
         info = stored.get(f"model.{key}")
         if info is None:
             absent.append(key)

@@ -71,11 +71,11 @@ class ImageStore:
 
 
 def _pick(records: list[dict], k: int) -> list[dict]:
-    """Up to k distinct samples, spread over the step's list (GRPO's n samples of a prompt sit together, so
-    even spacing shows different prompts)."""
+    """Up to k distinct samples (the same row, prompt, images and response count once), spread over the step's
+    list (GRPO's n samples of a prompt sit together, so even spacing shows different prompts)."""
     seen, distinct = set(), []
     for r in records:
-        ident = (json.dumps(r.get("input"), default=str), json.dumps(r.get("output"), default=str))
+        ident = json.dumps([r.get(k) for k in ("input", "output", "images", "row")], default=str)
         if ident not in seen:
             seen.add(ident)
             distinct.append(r)

@@ -143,10 +143,10 @@ def render_page(*, title: str, run_dir: str, generated: str, summary, n_steps: i
              "<meta name='viewport' content='width=device-width, initial-scale=1'>",
              "<link rel='icon' href='data:,'>",  # no favicon request: the page needs nothing beside itself
              f"<style>{CSS}</style></head><body>",
-             f"<header><h1>{title}</h1><div class='meta'>{e(run_dir)} \u00b7 {n_steps} logged steps \u00b7 "
-             f"report written {e(generated)}</div></header>",
-             "<nav><a href='#summary'>summary</a><a href='#plots'>plots</a><a href='#val'>validation samples</a>"
-             "<a href='#train'>training samples</a><a href='#config'>config</a></nav>"]
+             (f"<header><h1>{title}</h1><div class='meta'>{e(run_dir)} \u00b7 {n_steps} logged steps \u00b7 "
+              f"report written {e(generated)}</div></header>"),
+             ("<nav><a href='#summary'>summary</a><a href='#plots'>plots</a><a href='#val'>validation samples</a>"
+              "<a href='#train'>training samples</a><a href='#config'>config</a></nav>")]
     parts.append("<section id='summary'><h2>Summary (latest value of each metric)</h2>")
     if summary:
         parts.append("<table class='kv'><tr><th>metric</th><th>value</th><th>step</th></tr>" + "".join(

@@ -187,8 +187,8 @@ class MlflowBackend:
                 columns[key].append(value)
             for k, v in extras_of(s).items():
                 columns.setdefault(k, [None] * i).append(v)
-            for k in columns:
-                columns[k] += [None] * (i + 1 - len(columns[k]))
+            for values in columns.values():
+                values += [None] * (i + 1 - len(values))
         self.mlflow.log_table(columns, artifact_file=f"{tag}/step_{step}.json")
 
     def close(self) -> None:
