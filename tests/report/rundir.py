@@ -42,7 +42,7 @@ def make_run_dir(run_dir: Path, steps: int = 4) -> Path:
             for i, colour in enumerate(["red", "blue", "green", "red", "blue", "green"]):
                 answer = colour if (i + step // 2) % 2 else "purple"
                 records.append({"step": step, "input": f"<|im_start|>user\n<image>What colour is this? ({i})",
-                                "output": answer, "gts": colour, "score": float(answer == colour),
+                                "output": answer + ("\x06" if i == 0 else ""), "gts": colour, "score": float(answer == colour),
                                 "data_source": "shapes", "row": f"test.parquet row {i}",
                                 "images": [_image(folder, colour)], "acc": float(answer == colour),
                                 "format": 1.0})

@@ -114,6 +114,7 @@ def test_opens_in_headless_chromium_with_its_images_and_no_errors(report):
                  "format"):
         assert part in text
     assert "</script><b>bold?</b>" in cards[3][1]  # the response as text, never as markup
+    assert "response\npurple\\x06\n" in text  # a control character shown as its escape
     assert result.values["injected"] == 0
     assert len(result.values["train_cards"]) == 4
     after = result.values["val_cards_after"]

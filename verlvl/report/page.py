@@ -44,7 +44,11 @@ SCRIPT = """
   }
   function show(value) {
     if (value === null || value === undefined) return "(none)";
-    return typeof value === "string" ? value : JSON.stringify(value);
+    if (typeof value !== "string") return JSON.stringify(value);
+    // control characters a tiny model emits, shown as escapes instead of invisible or garbled glyphs
+    return value.replace(/[\\u0000-\\u0008\\u000b-\\u001f\\u007f]/g, function (c) {
+      return "\\\\x" + ("0" + c.charCodeAt(0).toString(16)).slice(-2);
+    });
   }
   function fmt(value) {
     return typeof value === "number" ? String(Math.round(value * 10000) / 10000) : show(value);
@@ -169,7 +173,7 @@ def render_page(*, title: str, run_dir: str, generated: str, summary, n_steps: i
     for split, name in (("val", "Validation samples"), ("train", "Training samples")):
         parts.append(f"<section id='{split}'><h2>{name}</h2><div id='samples-{split}'></div></section>")
     parts.append("<section id='config'><h2>Config</h2>")
-    parts.append(f"<details open><summary>config.yaml (resolved)</summary><pre class='config'>{e(config)}</pre></details>"
+    parts.append(f"<details><summary>config.yaml (resolved)</summary><pre class='config'>{e(config)}</pre></details>"
                  if config is not None else "<p class='note'>No config.yaml in the run folder.</p>")
     parts.append("</section>")
     parts.append(f"<script type='application/json' id='report-data'>{_json_for_script(data)}</script>")
