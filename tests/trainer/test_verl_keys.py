@@ -161,3 +161,38 @@ def test_cfg_job_shows_which_preset_applied():
 def test_ray_sections_are_checked_too():
     assert problems("ray_init.num_cpus=2", "ray_kwargs.ray_init.num_cpus=2") == ""
     assert "unknown key ray_init.num_cpu; did you mean ray_init.num_cpus?" in problems("+ray_init.num_cpu=2")
+
+
+def test_a_run_never_falls_back_to_a_dataclass_default():
+    """Every field of the typed sections is a YAML key (so the composed config carries its default, written in
+    conf/), a veRL table key, or set by the trainer: a dataclass default never decides a run."""
+    import dataclasses
+
+    from verlvl.data.config import DataConfig
+    from verlvl.workers.config import ActorConfig, CriticConfig, ModelConfig, RefConfig, RolloutConfig
+
+    set_by_trainer = {"actor_rollout_ref.rollout.seed"}  # trainer.seed (+ rank)
+    critic_model_unread = {"attn_implementation", "custom_chat_template", "override_config", "external_lib",
+                           "lora_rank", "lora_alpha", "target_modules", "exclude_modules", "lora_adapter_path"}
+    tree, missing = default_tree(), []
+
+    def walk(cls, node, prefix):
+        for f in dataclasses.fields(cls):
+            path = f"{prefix}.{f.name}"
+            if path in VERL_KEYS or path in set_by_trainer or (
+                    prefix == "critic.model" and f.name in critic_model_unread):
+                continue
+            if not isinstance(node, dict) or f.name not in node:
+                missing.append(path)
+                continue
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if dataclasses.is_dataclass(default) and isinstance(node[f.name], dict):
+                walk(type(default), node[f.name], path)
+
+    arr = tree["actor_rollout_ref"]
+    for cls, node, prefix in ((DataConfig, tree["data"], "data"), (ModelConfig, arr["model"], "actor_rollout_ref.model"),
+                              (ActorConfig, arr["actor"], "actor_rollout_ref.actor"),
+                              (RolloutConfig, arr["rollout"], "actor_rollout_ref.rollout"),
+                              (RefConfig, arr["ref"], "actor_rollout_ref.ref"), (CriticConfig, tree["critic"], "critic")):
+        walk(cls, node, prefix)
+    assert missing == []
