@@ -10,7 +10,7 @@ from verlvl.utils.tracker_backends import mlflow_key, wandb_mode
 from verlvl.utils.tracking import Tracking, format_console_line
 
 SAMPLES = [
-    {"step": 2, "input": "what colour? <image>", "output": "red", "gts": "red", "score": 1.0, "data_source": "shapes",
+    {"step": 2, "input": "what colour? <|vision_start|>" + "<|image_pad|>" * 64 + "<|vision_end|>", "output": "red", "gts": "red", "score": 1.0, "data_source": "shapes",
      "row": "test.parquet row 0", "images": [Image.new("RGB", (16, 12), "red")], "acc": 1.0, "format": 0.5},
     {"step": 2, "input": "which | shape?", "output": "a square\nmaybe", "gts": "circle", "score": 0.0,
      "data_source": "shapes", "row": "test.parquet row 1",
@@ -63,6 +63,8 @@ def test_jsonl_tensorboard_and_wandb_offline_when_not_logged_in(tmp_path, no_log
     assert (image.step, image.width, image.height) == (2, 16, 12)
     text = events.Tensors("val/sample_1/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "which \\| shape?" in text and "a square<br>maybe" in text and "| acc | 0.0 |" in text
+    first = events.Tensors("val/sample_0/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "what colour? <\\|vision_start\\|><\\|image_pad\\|><\\|vision_end\\|>" in first  # one pad shown
 
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1

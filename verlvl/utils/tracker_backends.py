@@ -30,8 +30,12 @@ def extras_of(sample: dict) -> dict:
     return {k: v for k, v in sample.items() if k not in SAMPLE_TEXT_KEYS}
 
 
+_REPEATED_TOKEN = re.compile(r"(<\|[a-z_]+\|>)\1+")
+
+
 def _text(value) -> str:
-    return value if isinstance(value, str) else json.dumps(value, default=str)
+    """A cell's text; a run of one special token (an image's hundreds of <|image_pad|>) shown once."""
+    return _REPEATED_TOKEN.sub(r"\1", value) if isinstance(value, str) else json.dumps(value, default=str)
 
 
 def sample_markdown(sample: dict) -> str:
@@ -181,7 +185,7 @@ class MlflowBackend:
                 name = f"{tag}/step_{step}/sample_{i}_image_{j}.png"
                 self.mlflow.log_image(image, artifact_file=name)
                 names.append(name)
-            for key, value in (("data_source", s.get("data_source")), ("prompt", s.get("input")),
+            for key, value in (("data_source", s.get("data_source")), ("prompt", _text(s.get("input"))),
                                ("response", s.get("output")), ("ground_truth", _text(s.get("gts"))),
                                ("score", s.get("score")), ("images", names)):
                 columns[key].append(value)
