@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from verlvl.utils.tracker_backends import mlflow_key, wandb_mode
-from verlvl.utils.tracking import Tracking, format_console_line
+from verlvl.utils.tracking import Tracking, format_console_line, logger_problems
 
 SAMPLES = [
     {"step": 2, "input": "what colour? <|vision_start|>" + "<|image_pad|>" * 64 + "<|vision_end|>", "output": "red", "gts": "red", "score": 1.0, "data_source": "shapes",
@@ -156,3 +156,18 @@ def test_a_tracker_not_installed_names_the_key_and_package(tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, name, None)  # what Python does for a package that is not there
     with pytest.raises(ImportError, match=rf"trainer.logger includes '{name}'.*pip install {package}"):
         Tracking(["jsonl", name], "p", "e", str(tmp_path))
+
+
+def test_trainer_logger_checked_with_the_config(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from tests.trainer.helpers import compose_config
+    from verlvl.trainer.config import ConfigError, check_config
+
+    assert logger_problems(["console", "jsonl", "wandb", "tensorboard", "mlflow", "swanlab"]) == []
+    monkeypatch.setitem(sys.modules, "swanlab", None)
+    cfg = OmegaConf.to_container(compose_config("trainer.logger=[console,neptune,swanlab]"), resolve=True)
+    with pytest.raises(ConfigError) as e:
+        check_config(cfg, resolve_builtins=False)
+    assert "trainer.logger has unknown tracker(s) ['neptune']" in str(e.value)
+    assert "trainer.logger includes 'swanlab' but its package is not installed: pip install swanlab" in str(e.value)

@@ -14,6 +14,7 @@ from verlvl.data.config import DataConfig
 from verlvl.trainer import builtin
 from verlvl.trainer.config_ranges import range_errors
 from verlvl.utils.device import is_cuda_available
+from verlvl.utils.tracking import logger_problems
 from verlvl.workers.config import ActorConfig, CriticConfig, ModelConfig, RefConfig, RolloutConfig, from_mapping
 from verlvl.workers.rollout import ROLLOUT_ENGINES
 from verlvl.workers.rollout.vllm_version import check_vllm_version
@@ -67,6 +68,7 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
                       "train on CPU")
 
     _check_filter_groups(algo, errors)
+    errors += logger_problems(trainer.get("logger"))
     correction = _try(errors, lambda: RolloutCorrectionConfig.from_mapping(algo.get("rollout_correction")))
     if correction is not None and correction.bypass_mode and (
             correction.enabled or correction.loss_type != "ppo_clip"):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 
 from verlvl.utils.tracker_backends import BACKENDS
@@ -14,6 +16,26 @@ LOGGERS = ("console", "jsonl", *BACKENDS)
 # The console line shows these (when present); every metric goes to the other trackers.
 CONSOLE_KEYS = ("critic/score/mean", "val-core", "response_length/mean", "actor/entropy", "actor/pg_loss",
                 "actor/kl_loss", "actor/grad_norm", "reward/errors", "timing_s/step", "perf/throughput")
+
+
+def logger_problems(loggers) -> list[str]:
+    """trainer.logger checked before anything starts: unknown trackers, and chosen ones whose package is missing."""
+    from verlvl.utils.tracker_backends import PACKAGES
+
+    loggers = [loggers] if isinstance(loggers, str) else list(loggers or [])
+    problems = [f"trainer.logger has unknown tracker(s) {[x for x in loggers if x not in LOGGERS]}; use "
+                f"{list(LOGGERS)}"] if any(x not in LOGGERS for x in loggers) else []
+    for name in loggers:
+        if name in PACKAGES and not _installed(name):
+            problems.append(f"trainer.logger includes {name!r} but its package is not installed: pip install "
+                            f"{PACKAGES[name]} (or pip install 'verlvl[{name}]'), or drop {name!r} from trainer.logger")
+    return problems
+
+
+def _installed(module: str) -> bool:
+    if module in sys.modules:  # imported already (None: known to be missing)
+        return sys.modules[module] is not None
+    return importlib.util.find_spec(module) is not None
 
 
 def format_console_line(step: int, metrics: dict) -> str:
