@@ -101,6 +101,10 @@ def test_veRLs_shapes_and_verlvls_shorthands_both_read():
     assert FSDPConfig(mixed_precision=False).dtypes() is None
     assert FSDPConfig(mixed_precision={"param_dtype": "fp16", "reduce_dtype": "bf16", "buffer_dtype": "fp32"}
                       ).dtypes() == (torch.float16, torch.bfloat16)
+    from verlvl.engine.fsdp import fsdp_kwargs
+
+    policy = fsdp_kwargs(True, True, False, torch.float16, torch.bfloat16)["mp_policy"]  # what the worker passes
+    assert (policy.param_dtype, policy.reduce_dtype) == (torch.float16, torch.bfloat16)
     assert problems("actor_rollout_ref.actor.policy_loss=gspo", "actor_rollout_ref.actor.fsdp_config.mixed_precision=false",
                     "+actor_rollout_ref.ref.fsdp_config.mixed_precision={param_dtype: bf16, reduce_dtype: fp32}") == ""
 
