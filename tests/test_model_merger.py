@@ -98,8 +98,13 @@ def test_verl_command_line_and_test_operation(checkpoint, tmp_path):
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "hf" / "model.safetensors").exists() and (tmp_path / "hf" / "config.json").exists()
-    # the short form, and veRL's `test` against a reference folder
-    assert main(["--local_dir", str(checkpoint.parent), "--target_dir", str(tmp_path / "hf2")]) == 0
+    # the short form (here with the step folder and a dtype), and veRL's `test` against a reference
+    assert main(["--local_dir", str(checkpoint.parent), "--target_dir", str(tmp_path / "hf2"), "--dtype",
+                 "bfloat16"]) == 0
+    from transformers import AutoModelForImageTextToText
+
+    bf16 = AutoModelForImageTextToText.from_pretrained(tmp_path / "hf2", dtype="auto")
+    assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
     assert main(["test", "--backend", "fsdp", "--local_dir", str(checkpoint),
                  "--test_hf_dir", str(checkpoint / "huggingface")]) == 0
 

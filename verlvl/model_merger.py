@@ -53,8 +53,8 @@ def load_merged_state(ckpt: Path, config, dtype=None) -> tuple[object, dict]:
     from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 
-    with torch.device("meta"):
-        model = _model_class(config).from_config(config)
+    with torch.device("meta"):  # in the export dtype: save_pretrained records the parameters' dtype
+        model = _model_class(config).from_config(config, **({"dtype": dtype} if dtype is not None else {}))
     stored = FileSystemReader(str(ckpt / "dcp")).read_metadata().state_dict_metadata
     wanted = model.state_dict()
     template, absent = {}, []
