@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 AR = "actor_rollout_ref"
-CRITIC_LORA = ("LoRA for the critic is not supported; remove the critic's LoRA keys (the actor's, "
-               "actor_rollout_ref.model.lora_*, work)")
 SP = "sequence parallelism (Ulysses) is not supported; remove it or set 1"
 STRATEGY = "verlvl trains with FSDP2 only; remove it or set fsdp2"
 DEPRECATED_MICRO = "is veRL's deprecated global micro-batch size; remove it and set {alt} (rows per worker)"
@@ -213,9 +211,6 @@ CRITIC = {
     "model.override_config": VerlKey(({}, None), "is not supported for the critic yet; remove it"),
     "model.custom_chat_template": default(None, why="the critic reads the actor's prompts; set "
                                                     "actor_rollout_ref.model.custom_chat_template"),
-    "model.lora_rank": default(0, why=CRITIC_LORA), "model.lora_alpha": default(16, why=CRITIC_LORA),
-    "model.target_modules": default("all-linear", why=CRITIC_LORA),
-    "model.exclude_modules": default(None, why=CRITIC_LORA), "model.lora_adapter_path": default(None, why=CRITIC_LORA),
 }
 
 DATA = {

@@ -38,6 +38,8 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": AT_LEAST_ONE,
     "actor_rollout_ref.model.lora_rank": NON_NEGATIVE,
     "actor_rollout_ref.model.lora_alpha": POSITIVE,
+    "critic.model.lora_rank": NON_NEGATIVE,
+    "critic.model.lora_alpha": POSITIVE,
     "critic.ppo_micro_batch_size_per_gpu": AT_LEAST_ONE,
     "critic.ppo_epochs": AT_LEAST_ONE,
     "critic.optim.lr": NON_NEGATIVE,
