@@ -174,9 +174,19 @@ ROLLOUT = {
     "skip_tokenizer_init": default(True, False),  # the engine is always given token ids
     "engine_kwargs.sglang": VerlKey(({}, None), "sglang is not a rollout engine here; remove it"),
     "engine_kwargs.trtllm": VerlKey(({}, None), "trtllm is not a rollout engine here; remove it"),
-    "multi_turn": off(why="multi-turn rollouts through veRL's multi_turn config are not supported yet; remove it"),
-    "agent": VerlKey((), "agent loops are not supported yet; remove it", lambda v: not v or (
-        (v.get("default_agent_loop") or "single_turn_agent") == "single_turn_agent"
+    # multi_turn: the keys verlvl implements are YAML keys (conf/actor_rollout_ref/default.yaml); these are not
+    "multi_turn.max_turns": default(None, why="is veRL's older name; set multi_turn.max_assistant_turns"),
+    "multi_turn.function_tool_path": default(None, why="@function_tool files are not supported; declare the tools "
+                                                       "in multi_turn.tool_config_path"),
+    "multi_turn.interaction_config_path": default(None, why="interactions (an environment answering each turn) "
+                                                           "are not supported yet; remove it"),
+    "multi_turn.use_inference_chat_template": default(False, why="the trajectory is always the tokens the model "
+                                                                 "produced; remove it"),
+    "multi_turn.num_repeat_rollouts": default(None, why="is not supported; use rollout.n"),
+    "multi_turn.max_tokens_per_turn": default(None, why="is not supported; turns share rollout.response_length"),
+    "agent": VerlKey((), "custom agent loops are not supported; remove it (multi_turn.enable runs the tool "
+                         "agent loop)", lambda v: not v or (
+        (v.get("default_agent_loop") or "single_turn_agent") in ("single_turn_agent", "tool_agent")
         and not v.get("agent_loop_config_path") and not (v.get("custom_async_server") or {}).get("path"))),
     "checkpoint_engine.backend": default("naive", why="weights reach the engine in buckets here; remove it"),
     "checkpoint_engine.update_weights_bucket_megabytes": default(

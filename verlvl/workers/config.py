@@ -171,6 +171,31 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class MultiTurnConfig:
+    """actor_rollout_ref.rollout.multi_turn: tool-using rollouts (workers/rollout/agent_loop.py), veRL's names."""
+
+    enable: bool = False
+    max_assistant_turns: int | None = None  # None: until the response budget ends
+    max_user_turns: int | None = None  # tool turns
+    tool_config_path: str | None = None  # veRL's YAML: tools: [{class_name, config, tool_schema}]
+    max_parallel_calls: int = 1  # tool calls run per assistant turn (the rest are dropped)
+    max_tool_response_length: int = 256  # characters of a tool's text kept
+    tool_response_truncate_side: str = "middle"  # left | middle | right
+    tool_timeout_s: float = 30.0  # a call slower than this is an error observation
+    tokenization_sanity_check_mode: str = "strict"  # strict: each trajectory equals the template's render | disable
+    format: str = "hermes"  # Qwen's <tool_call>{json}</tool_call>
+
+    def __post_init__(self):
+        checks = {"tool_response_truncate_side": ("left", "middle", "right"),
+                  "tokenization_sanity_check_mode": ("strict", "disable"), "format": ("hermes",)}
+        for key, allowed in checks.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key}={getattr(self, key)!r}: use one of {', '.join(allowed)}")
+        if self.tool_timeout_s <= 0:
+            raise ValueError(f"tool_timeout_s={self.tool_timeout_s}: must be > 0")
+
+
+@dataclass(frozen=True)
 class SamplingConfig:
     n: int = 1
     temperature: float = 1.0
@@ -213,6 +238,7 @@ class RolloutConfig:
     seed: int = 0  # the engine's sampling seed; the worker sets trainer.seed
     engine_kwargs: dict = field(default_factory=dict)  # engine_kwargs.vllm.*: passed to vllm.LLM as is
     check_tokens: str = "first_step"  # the image-token guard: first_step | every_step | off
+    multi_turn: MultiTurnConfig = field(default_factory=MultiTurnConfig)
 
     def __post_init__(self):
         if self.tensor_model_parallel_size < 1:
@@ -250,7 +276,8 @@ class CriticConfig:
 _NESTED = {
     ("ActorConfig", "optim"): OptimConfig, ("ActorConfig", "fsdp_config"): FSDPConfig,
     ("ActorConfig", "policy_loss"): PolicyLossConfig,
-    ("RolloutConfig", "val_kwargs"): SamplingConfig, ("RefConfig", "fsdp_config"): FSDPConfig,
+    ("RolloutConfig", "val_kwargs"): SamplingConfig, ("RolloutConfig", "multi_turn"): MultiTurnConfig,
+    ("RefConfig", "fsdp_config"): FSDPConfig,
     ("CriticConfig", "optim"): OptimConfig, ("CriticConfig", "fsdp_config"): FSDPConfig,
     ("CriticConfig", "model"): ModelConfig,
 }
