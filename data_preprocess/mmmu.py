@@ -101,7 +101,7 @@ def main(argv=None) -> dict[str, str]:
     parser.add_argument("--splits", default="validation", help="comma-separated splits to write (dev, validation)")
     args = parser.parse_args(argv)
     splits = args.splits.split(",")
-    source = load_source(DATA_SOURCE, args.local_dataset_path)
+    source = load_source(DATA_SOURCE, args.local_dataset_path, single_split=splits[0])  # a lone file is that split
     return convert(source, save_dir_of(args), splits)
 
 

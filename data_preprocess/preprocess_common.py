@@ -78,9 +78,9 @@ def save_dir_of(args) -> str:
 
 # ---------------------------------------------------------------------------------------------- loading
 def load_source(hub_name: str, local_path: str | None, config: str | None = None,
-                data_files: str | list[str] | None = None) -> dict:
+                data_files: str | list[str] | None = None, single_split: str = "train") -> dict:
     """Splits of the dataset, by name: `hub_name` from the hub, or a local copy of it. A single file (or
-    `data_files` inside a clone) becomes the split 'train'. Rows come out as dicts."""
+    `data_files` inside a clone) becomes the split `single_split`. Rows come out as dicts."""
     import datasets
 
     if not local_path:
@@ -91,7 +91,7 @@ def load_source(hub_name: str, local_path: str | None, config: str | None = None
     if not path.exists():
         raise FileNotFoundError(f"--local_dataset_path {local_path}: no such file or folder")
     if path.is_file():
-        return {"train": read_file(path)}
+        return {single_split: read_file(path)}
     if (path / "dataset_dict.json").exists():
         return dict(datasets.load_from_disk(str(path)))
     if (path / "state.json").exists() and (path / "dataset_info.json").exists():
@@ -102,7 +102,7 @@ def load_source(hub_name: str, local_path: str | None, config: str | None = None
         if missing:
             raise FileNotFoundError(f"--local_dataset_path {local_path}: the copy lacks {missing} (expected the "
                                     f"files of {hub_name})")
-        return {"train": [row for f in files for row in read_file(path / f)]}
+        return {single_split: [row for f in files for row in read_file(path / f)]}
     try:
         try:
             return dict(datasets.load_dataset(str(path), config))

@@ -145,8 +145,9 @@ def test_mmmu_placeholders_become_tags_in_order(tmp_path, capsys, tiny_vl):
         cols[f"image_{k}"] = [reds[k] if k <= 2 else None for _ in range(n)]
     features = datasets.Features({**{c: datasets.Value("string") for c in cols if not c.startswith("image_")},
                                   **{f"image_{k}": datasets.Image() for k in range(1, 8)}})
-    datasets.DatasetDict({"validation": datasets.Dataset.from_dict(cols, features=features)}).save_to_disk(
-        str(tmp_path / "mmmu"))
+    validation = datasets.Dataset.from_dict(cols, features=features)
+    datasets.DatasetDict({"validation": validation}).save_to_disk(str(tmp_path / "mmmu"))
+    validation.to_parquet(str(tmp_path / "validation-00000-of-00001.parquet"))
     out = load_script("mmmu").main(["--local_dataset_path", str(tmp_path / "mmmu"), "--local_save_dir",
                                     str(tmp_path / "o")])
     rows = rows_of(out["validation"])
@@ -159,6 +160,9 @@ def test_mmmu_placeholders_become_tags_in_order(tmp_path, capsys, tiny_vl):
     assert first["reward_model"]["ground_truth"] == "B" and rows[1]["extra_info"]["question_type"] == "open"
     assert_verl_schema(first, "lmms-lab/MMMU")
     loads(out["validation"], tiny_vl, 2)
+    lone = load_script("mmmu").main(["--local_dataset_path", str(tmp_path / "validation-00000-of-00001.parquet"),
+                                     "--local_save_dir", str(tmp_path / "o2")])  # one parquet file: that split
+    assert rows_of(lone["validation"]) == rows
 
 
 # ---------------------------------------------------------------------------------------------- r1_vlm
