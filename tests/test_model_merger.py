@@ -1,4 +1,4 @@
-"""The model merger: an FSDP2 checkpoint sharded over 2 ranks becomes an HF folder with the same weights and log-probs."""
+"""The model merger: FSDP2 checkpoints sharded over 2 ranks (LoRA too) become HF folders with the export's weights and log-probs."""
 
 import os
 import shutil
@@ -23,19 +23,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train_and_save(rank: int, port: int, path: str, actor_dir: str) -> None:
-    """What the actor worker does: FSDP2 over 2 ranks, one optimizer step, a DCP save and an HF export."""
+def _train_and_save(rank: int, port: int, path: str, actor_dir: str, lora_rank: int = 0) -> None:
+    """What the actor worker does: FSDP2 over 2 ranks (LoRA adapters when lora_rank > 0), one optimizer step,
+    a DCP save and an HF export."""
+    import contextlib
+
     from verlvl.engine.checkpoint import export_hf, save_sharded
     from verlvl.engine.fsdp import apply_fsdp2
-    from verlvl.engine.loading import load_model, load_sharded
+    from verlvl.engine.lora import LoraSpec, add_adapters
+    from verlvl.engine.loading import load_model, load_sharded, parameters_on_meta
     from verlvl.models.processor import load_processor, load_tokenizer
+
+    def build(empty: bool):
+        model = load_model(path, empty=empty)
+        if lora_rank:
+            with parameters_on_meta() if empty else contextlib.nullcontext():
+                add_adapters(model, LoraSpec(lora_rank, alpha=32))
+        return model
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    torch.manual_seed(0)  # rank 0's adapters are the ones broadcast
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
-        model = load_sharded(lambda empty: load_model(path, empty=empty), apply_fsdp2, "cpu")
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        model = load_sharded(build, apply_fsdp2, "cpu")
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
         ids = torch.tensor([[30, 40, 50, 60, 70]])
         model(input_ids=ids, labels=ids).loss.backward()
         optimizer.step()
@@ -123,3 +135,38 @@ def test_bad_folders_are_named(checkpoint, tmp_path, capsys):
     assert "no config.json in" in err and "--hf_model_path" in err
     assert main(["--local_dir", str(no_config), "--hf_model_path", str(checkpoint / "huggingface"),
                  "--target_dir", str(tmp_path / "y")]) == 0
+
+
+@pytest.fixture(scope="module")
+def lora_checkpoint(tiny_vl_path, tmp_path_factory):
+    actor = tmp_path_factory.mktemp("lora") / "global_step_1" / "actor"
+    mp.spawn(_train_and_save, args=(_free_port(), str(tiny_vl_path), str(actor), 8), nprocs=2, join=True)
+    return actor
+
+
+def test_lora_checkpoint_merges_its_adapters_as_the_export_does(lora_checkpoint, tiny_vl_path, tmp_path, capsys):
+    from transformers import AutoModelForImageTextToText
+
+    export = lora_checkpoint / "huggingface"
+    assert (export / "lora_adapter" / "adapter_config.json").exists()
+    target = merge(str(lora_checkpoint), str(tmp_path / "merged"))  # alpha from lora_adapter/adapter_config.json
+    merged, exported, base = (AutoModelForImageTextToText.from_pretrained(p).state_dict()
+                              for p in (target, export, tiny_vl_path))
+    assert sorted(merged) == sorted(exported) == sorted(base)  # the base model's names, no adapter tensors
+    assert all(torch.equal(merged[k], exported[k]) for k in merged)
+    changed = [k for k in merged if not torch.equal(merged[k], base[k])]
+    assert changed and all(k.endswith("proj.weight") for k in changed)  # only the adapted layers moved
+
+    # saved without the export: alpha from the run's config.yaml, or the command line, or a clear error
+    bare = tmp_path / "run" / "global_step_1" / "actor"
+    shutil.copytree(lora_checkpoint / "dcp", bare / "dcp")
+    args = ["--local_dir", str(bare), "--hf_model_path", str(tiny_vl_path)]
+    assert main([*args, "--target_dir", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "holds LoRA adapters but neither" in err and "pass --lora_alpha" in err
+    (tmp_path / "run" / "config.yaml").write_text("actor_rollout_ref:\n  model:\n    lora_rank: 8\n    lora_alpha: 32\n")
+    assert main([*args, "--target_dir", str(tmp_path / "y")]) == 0
+    assert main([*args, "--target_dir", str(tmp_path / "z"), "--lora_alpha", "16"]) == 0
+    y, z = (AutoModelForImageTextToText.from_pretrained(tmp_path / d).state_dict() for d in ("y", "z"))
+    assert all(torch.equal(y[k], exported[k]) for k in y)
+    assert not all(torch.equal(z[k], exported[k]) for k in z)  # half the alpha: another model

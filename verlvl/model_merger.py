@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import warnings
@@ -46,35 +47,35 @@ def _model_class(config):
     return AutoModelForImageTextToText if type(config) in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING else AutoModelForCausalLM
 
 
-def load_merged_state(ckpt: Path, config, dtype=None) -> tuple[object, dict]:
-    """(a meta-device model of the config, the full state dict read from dcp/ without any process group)."""
+def load_merged_state(ckpt: Path, config, dtype=None, lora_alpha: float | None = None) -> tuple[object, dict]:
+    """(a meta-device model of the config, the full state dict read from dcp/ without any process group; LoRA
+    adapters folded into their base weights, W + alpha/r * B @ A, as the run's own export does)."""
     import torch
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
     with torch.device("meta"):  # in the export dtype: save_pretrained records the parameters' dtype
         model = _model_class(config).from_config(config, **({"dtype": dtype} if dtype is not None else {}))
     stored = FileSystemReader(str(ckpt / "dcp")).read_metadata().state_dict_metadata
-    wanted = model.state_dict()
-    template, absent = {}, []
-    for key in wanted:
-        info = stored.get(f"model.{key}")
-        if info is None:
-            absent.append(key)
-            continue
-        template[key] = torch.empty(tuple(info.size), dtype=info.properties.dtype)
-    tied = {k for k in absent if _is_tied(model, k)}
-    if set(absent) - tied:
-        missing = sorted(set(absent) - tied)
-        raise MergeError(f"{ckpt / 'dcp'} lacks {len(missing)} weights of {type(model).__name__} (e.g. {missing[:3]}): "
-                         "is --hf_model_path the model this checkpoint was trained from?")
+    template = {key[len("model."):]: torch.empty(tuple(info.size), dtype=info.properties.dtype)
+                for key, info in stored.items() if key.startswith("model.") and isinstance(info, TensorStorageMetadata)}
     state = {"model": template}
     with warnings.catch_warnings():  # "torch.distributed is ... uninitialized": one process reads every shard
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.load(state, storage_reader=FileSystemReader(str(ckpt / "dcp")),
                  planner=DefaultLoadPlanner(allow_partial_load=True), no_dist=True)
     merged = state["model"]
+    if any(LORA_PARTS[1][0] in key for key in merged):
+        merged = fold_lora(merged, ckpt, lora_alpha)
+    wanted = model.state_dict()
+    missing = sorted(k for k in wanted if k not in merged and not _is_tied(model, k))
+    extra = sorted(k for k in merged if k not in wanted)
+    if missing or extra:
+        raise MergeError(f"{ckpt / 'dcp'} does not fit {type(model).__name__}: " + "; ".join(
+            f"{len(keys)} weights {what} (e.g. {keys[:3]})" for keys, what in ((missing, "missing"), (extra, "unknown"))
+            if keys) + ". Is --hf_model_path the model this checkpoint was trained from?")
     for key, value in merged.items():
         if tuple(value.shape) != tuple(wanted[key].shape):
             raise MergeError(f"{ckpt / 'dcp'}: {key} has shape {tuple(value.shape)}, the config wants "
@@ -82,6 +83,47 @@ def load_merged_state(ckpt: Path, config, dtype=None) -> tuple[object, dict]:
     if dtype is not None:
         merged = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in merged.items()}
     return model, merged
+
+
+LORA_PARTS = ((".base_layer.weight", "base"), (".lora_A.default.weight", "A"), (".lora_B.default.weight", "B"))
+
+
+def lora_alpha_of(ckpt: Path, given: float | None) -> float:
+    """--lora_alpha, else the adapter config the export wrote, else the run's config.yaml (RUN_DIR is two
+    folders above global_step_N/actor)."""
+    if given is not None:
+        return float(given)
+    adapter = ckpt / "huggingface" / "lora_adapter" / "adapter_config.json"
+    if adapter.is_file():
+        return float(json.loads(adapter.read_text())["lora_alpha"])
+    run_config = ckpt.parents[1] / "config.yaml"
+    if run_config.is_file():
+        from omegaconf import OmegaConf
+
+        alpha = OmegaConf.select(OmegaConf.load(run_config), "actor_rollout_ref.model.lora_alpha")
+        if alpha is not None:
+            return float(alpha)
+    raise MergeError(f"{ckpt / 'dcp'} holds LoRA adapters but neither {adapter} nor {run_config} gives their "
+                     "alpha: pass --lora_alpha (the run's actor_rollout_ref.model.lora_alpha)")
+
+
+def fold_lora(state: dict, ckpt: Path, lora_alpha: float | None) -> dict:
+    parts: dict[str, dict] = {}
+    out = {}
+    for name, tensor in state.items():
+        for suffix, kind in LORA_PARTS:
+            if name.endswith(suffix):
+                parts.setdefault(name[:-len(suffix)], {})[kind] = tensor
+                break
+        else:
+            out[name.replace(".base_layer.", ".")] = tensor  # a bias of an adapted layer, under the base name
+    alpha = lora_alpha_of(ckpt, lora_alpha)
+    for module, p in parts.items():
+        if set(p) != {"base", "A", "B"}:
+            raise MergeError(f"{ckpt / 'dcp'}: the adapted layer {module} lacks {sorted({'base', 'A', 'B'} - set(p))}")
+        scaling = alpha / p["A"].shape[0]  # alpha / rank, as peft scales
+        out[f"{module}.weight"] = (p["base"].float() + (p["B"].float() @ p["A"].float()) * scaling).to(p["base"].dtype)
+    return out
 
 
 def _is_tied(model, key: str) -> bool:
@@ -98,7 +140,7 @@ def _dtype(config, name: str | None):
 
 
 def merge(local_dir: str, target_dir: str, hf_model_path: str | None = None, dtype: str | None = None,
-          trust_remote_code: bool = False) -> Path:
+          trust_remote_code: bool = False, lora_alpha: float | None = None) -> Path:
     """Writes target_dir: the weights in the release dtype (or `dtype`), the config, and every tokenizer,
     processor, chat-template and generation-config file of the config folder."""
     from transformers import AutoConfig
@@ -106,7 +148,7 @@ def merge(local_dir: str, target_dir: str, hf_model_path: str | None = None, dty
     ckpt = checkpoint_dir(local_dir)
     source = config_dir(ckpt, hf_model_path)
     config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-    model, state = load_merged_state(ckpt, config, _dtype(config, dtype))
+    model, state = load_merged_state(ckpt, config, _dtype(config, dtype), lora_alpha)
     target = Path(target_dir).expanduser()
     if target.resolve() == source.resolve():
         raise MergeError(f"--target_dir {target} is the config folder itself: choose another folder")
@@ -118,7 +160,8 @@ def merge(local_dir: str, target_dir: str, hf_model_path: str | None = None, dty
     return target
 
 
-def compare(local_dir: str, test_hf_dir: str, hf_model_path: str | None = None) -> list[str]:
+def compare(local_dir: str, test_hf_dir: str, hf_model_path: str | None = None,
+            lora_alpha: float | None = None) -> list[str]:
     """veRL's `test`: every weight of the checkpoint against a reference HF folder; returns the differences."""
     import torch
     from transformers import AutoConfig
@@ -126,7 +169,7 @@ def compare(local_dir: str, test_hf_dir: str, hf_model_path: str | None = None) 
     ckpt = checkpoint_dir(local_dir)
     config = AutoConfig.from_pretrained(config_dir(ckpt, hf_model_path))
     reference = _model_class(config).from_pretrained(test_hf_dir).state_dict()
-    _, state = load_merged_state(ckpt, config)
+    _, state = load_merged_state(ckpt, config, lora_alpha=lora_alpha)
     problems = [f"{k}: not in {test_hf_dir}" for k in state if k not in reference]
     for key, value in state.items():
         if key in reference:
@@ -144,6 +187,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--local_dir", required=True, help="the checkpoint: trainer.default_local_dir/global_step_N/actor")
     common.add_argument("--hf_model_path", default=None,
                         help="config/tokenizer/processor source (default: LOCAL_DIR/huggingface)")
+    common.add_argument("--lora_alpha", type=float, default=None,
+                        help="a LoRA run's actor_rollout_ref.model.lora_alpha (default: from the checkpoint's "
+                             "lora_adapter/ or the run's config.yaml)")
     common.add_argument("--trust-remote-code", "--trust_remote_code", dest="trust_remote_code", action="store_true")
     for flag in ("--tie-word-embedding", "--is-value-model", "--use_cpu_initialization"):  # veRL's; read from config
         common.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
@@ -170,12 +216,13 @@ def main(argv=None) -> int:
         parser.error("give merge (or test) with --local_dir")
     try:
         if args.operation == "test":
-            problems = compare(args.local_dir, args.test_hf_dir, args.hf_model_path)
+            problems = compare(args.local_dir, args.test_hf_dir, args.hf_model_path, args.lora_alpha)
             print("\n".join(problems) if problems else f"{args.local_dir} matches {args.test_hf_dir}")
             return 1 if problems else 0
         if args.hf_upload_path:
             raise MergeError("--hf_upload_path: verlvl does not upload; push the folder with `hf upload`")
-        print(merge(args.local_dir, args.target_dir, args.hf_model_path, args.dtype, args.trust_remote_code))
+        print(merge(args.local_dir, args.target_dir, args.hf_model_path, args.dtype, args.trust_remote_code,
+                    args.lora_alpha))
         return 0
     except MergeError as e:
         print(f"error: {e}", file=sys.stderr)
