@@ -54,7 +54,8 @@ class PixelCache:
             images = (mm or {}).get("image") or []
             if not images:
                 continue
-            key = uids[i] if uids is not None else id(mm)
+            # a multi-turn row with tool images has its own key (rows of one uid then differ in images)
+            key = mm.get("cache_key") or (uids[i] if uids is not None else id(mm))
             if key not in cache:
                 expected = (infos[i] or {}).get("image_grid_thw") if infos is not None else None
                 cache[key] = image_inputs(self.processor, images, expected)

@@ -18,7 +18,13 @@ ROLLOUT_ENGINES = Registry("rollout engine", "actor_rollout_ref.rollout.name")
 def build_hf_rollout(model, model_path, tokenizer, processor, config, actor_dtype, device="cpu", pixel_store=None):
     from verlvl.workers.rollout.hf_rollout import HFRollout
 
-    return HFRollout(model, tokenizer, processor, config, device, pixel_store)
+    rollout = HFRollout(model, tokenizer, processor, config, device, pixel_store)
+    if config.multi_turn.enable:  # the agent loop on top (workers/rollout/agent_loop.py)
+        from verlvl.workers.rollout.agent_hf import HFTurns
+        from verlvl.workers.rollout.agent_rollout import AgentLoopRollout
+
+        return AgentLoopRollout(rollout, HFTurns(rollout), tokenizer, processor, config, rollout.pad_id)
+    return rollout
 
 
 @ROLLOUT_ENGINES.register("vllm")
