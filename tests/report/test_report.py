@@ -1,5 +1,7 @@
 """The run report: one self-contained page with plots, config and samples, checked in headless chromium."""
 
+import base64
+import io
 import json
 import re
 import subprocess
@@ -62,6 +64,25 @@ def test_damaged_dumps_are_skipped_and_named(tmp_path):
     assert "notes.jsonl: the name is not &lt;step&gt;.jsonl" in html and "gone.png cannot be read" in html
     last = page_data(html)["splits"]["val"]["samples"]["2"][-1]
     assert last["input"] == "q" and last["images"] == [] and last["missing_images"] == 1
+
+
+def test_long_runs_show_a_spread_of_steps_and_photos_as_jpeg(tmp_path):
+    import numpy as np
+
+    run_dir = make_run_dir(tmp_path / "run", steps=4)
+    photo = np.random.default_rng(0).integers(0, 255, (600, 500, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(run_dir / "samples" / "val" / "images" / "photo.png")
+    with open(run_dir / "samples" / "val" / "4.jsonl", "a") as f:
+        f.write(json.dumps({"step": 4, "input": "a photo", "output": "noise", "score": 0.0,
+                            "images": ["images/photo.png"]}) + "\n")
+    data = page_data(write_report(run_dir, samples_per_step=10, max_steps=2).read_text())
+    train = data["splits"]["train"]
+    assert train["steps"] == [1, 4] and train["logged_steps"] == 4 and sorted(train["samples"]) == ["1", "4"]
+    key = data["splits"]["val"]["samples"]["4"][-1]["images"][0]
+    uri = data["images"][key]
+    assert uri.startswith("data:image/jpeg;base64,")
+    with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as shown:
+        assert shown.size == (320, 384)  # the longest side brought to 384
 
 
 def test_not_a_run_folder_is_named(tmp_path):

@@ -15,6 +15,7 @@ from verlvl.report.page import render_page
 
 log = logging.getLogger(__name__)
 DEFAULT_SAMPLES_PER_STEP = 4
+DEFAULT_MAX_STEPS = 40  # per split, evenly spaced, first and last included: the page stays a few MB
 SPLITS = ("val", "train")
 THUMBNAIL = 384  # longest side of an image in the report, in pixels
 RECORD_FIELDS = ("step", "input", "output", "gts", "score", "data_source", "row", "images")
@@ -61,11 +62,17 @@ class ImageStore:
                     image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
                 buf = io.BytesIO()
                 image.save(buf, format="PNG", optimize=True)
+                data, mime = buf.getvalue(), "image/png"
+                if len(data) > 32_000 and "A" not in image.getbands():  # a photo: JPEG is several times smaller
+                    jpeg = io.BytesIO()
+                    image.convert("RGB").save(jpeg, format="JPEG", quality=85)
+                    if jpeg.tell() < len(data):
+                        data, mime = jpeg.getvalue(), "image/jpeg"
         except (OSError, ValueError) as e:
             self.missing.append(f"{where}: image {path} cannot be read ({type(e).__name__}: {e})")
             return None
         key = f"i{len(self.uris)}"
-        self.uris[key] = _data_uri(buf.getvalue(), "image/png")
+        self.uris[key] = _data_uri(data, mime)
         self._by_content[digest] = key
         return key
 
@@ -79,9 +86,7 @@ def _pick(records: list[dict], k: int) -> list[dict]:
         if ident not in seen:
             seen.add(ident)
             distinct.append(r)
-    if len(distinct) <= k:
-        return distinct
-    return [distinct[round(i * (len(distinct) - 1) / (k - 1))] for i in range(k)] if k > 1 else distinct[:1]
+    return spread(distinct, k) if len(distinct) > k and k > 1 else distinct[:k]
 
 
 def _read_jsonl(path: Path, problems: list[str]) -> list[dict]:
@@ -105,8 +110,17 @@ def _score(value) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def collect_samples(folder: Path, k: int, images: ImageStore, problems: list[str]) -> dict:
-    """{"steps": [...], "samples": {step: [record]}, "stats": {step: {"n": .., "mean_score": ..}}} of one split."""
+def spread(items: list, k: int) -> list:
+    """At most k of items, evenly spaced, the first and the last kept."""
+    if len(items) <= k:
+        return items
+    return [items[round(i * (len(items) - 1) / (k - 1))] for i in range(k)] if k > 1 else items[-1:]
+
+
+def collect_samples(folder: Path, k: int, images: ImageStore, problems: list[str],
+                    max_steps: int = DEFAULT_MAX_STEPS) -> dict:
+    """{"steps": [...], "samples": {step: [record]}, "stats": {step: {"n": .., "mean_score": ..}},
+    "logged_steps": n} of one split (at most max_steps of its steps)."""
     steps, samples, stats = [], {}, {}
     files = []
     for path in folder.glob("*.jsonl") if folder.is_dir() else []:
@@ -114,7 +128,8 @@ def collect_samples(folder: Path, k: int, images: ImageStore, problems: list[str
             files.append((int(path.stem), path))
         except ValueError:
             problems.append(f"{path}: the name is not <step>.jsonl; skipped")
-    for step, path in sorted(files):
+    logged = len(files)
+    for step, path in spread(sorted(files), max_steps):
         records = _read_jsonl(path, problems)
         if not records:
             continue
@@ -132,7 +147,7 @@ def collect_samples(folder: Path, k: int, images: ImageStore, problems: list[str
                           "extras": {k2: v for k2, v in r.items() if k2 not in RECORD_FIELDS}})
         steps.append(step)
         samples[str(step)] = shown
-    return {"steps": steps, "samples": samples, "stats": {str(s): v for s, v in stats.items()}}
+    return {"steps": steps, "samples": samples, "stats": {str(s): v for s, v in stats.items()}, "logged_steps": logged}
 
 
 def _plots(run_dir: Path, has_metrics: bool, problems: list[str]) -> list[tuple[str, str]]:
@@ -162,13 +177,14 @@ def _summary(rows: list[dict]) -> list[tuple[str, str, int]]:
     return out
 
 
-def write_report(run_dir, out=None, samples_per_step: int = DEFAULT_SAMPLES_PER_STEP) -> Path:
+def write_report(run_dir, out=None, samples_per_step: int = DEFAULT_SAMPLES_PER_STEP,
+                 max_steps: int = DEFAULT_MAX_STEPS) -> Path:
     """Writes the run's report.html (or `out`) and returns its path."""
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir} is not a folder: give a run's trainer.default_local_dir")
-    if samples_per_step < 1:
-        raise ReportError(f"--samples-per-step={samples_per_step}: show at least one sample per step")
+    if samples_per_step < 1 or max_steps < 1:
+        raise ReportError(f"--samples-per-step={samples_per_step}, --max-steps={max_steps}: show at least one")
     metrics_file, config_file = run_dir / "metrics.jsonl", run_dir / "config.yaml"
     has_samples = any((run_dir / "samples" / s).is_dir() for s in SPLITS)
     if not (metrics_file.exists() or config_file.exists() or has_samples or (run_dir / "plots").is_dir()):
@@ -184,7 +200,8 @@ def write_report(run_dir, out=None, samples_per_step: int = DEFAULT_SAMPLES_PER_
         except (json.JSONDecodeError, KeyError) as e:
             problems.append(f"{metrics_file}: unreadable ({type(e).__name__}: {e})")
     images = ImageStore()
-    splits = {s: collect_samples(run_dir / "samples" / s, samples_per_step, images, problems) for s in SPLITS}
+    splits = {s: collect_samples(run_dir / "samples" / s, samples_per_step, images, problems, max_steps)
+              for s in SPLITS}
     problems += images.missing
     plots = _plots(run_dir, bool(rows), problems)
     for p in problems:

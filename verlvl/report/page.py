@@ -112,6 +112,8 @@ SCRIPT = """
       select.appendChild(o);
     });
     picker.appendChild(el("label", null, "step"));
+    if (info.logged_steps > info.steps.length)
+      picker.appendChild(el("span", "note", info.steps.length + " of " + info.logged_steps + " logged steps"));
     picker.appendChild(prev);
     picker.appendChild(select);
     picker.appendChild(next);
