@@ -142,7 +142,7 @@ def _flatten(tree, prefix="") -> dict:
     elif isinstance(tree, (list, tuple)):
         out[prefix[:-1]] = json.dumps(tree, default=str)[:6000]
     else:
-        out[prefix[:-1]] = tree
+        out[prefix[:-1]] = tree[:6000] if isinstance(tree, str) else tree  # mlflow's limit on a value
     return out
 
 
