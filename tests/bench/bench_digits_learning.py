@@ -41,10 +41,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--num_classes", type=int, default=3)
     parser.add_argument("--max_digits", type=int, default=1)
+    parser.add_argument("--image_size", type=int, default=56)
     parser.add_argument("--test_freq", type=int, default=50)
     args, overrides = parser.parse_known_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench_digits_"))
-    files = write(str(work / "data"), num_classes=args.num_classes, max_digits=args.max_digits)
+    files = write(str(work / "data"), num_classes=args.num_classes, max_digits=args.max_digits,
+                  image_size=args.image_size)
     constant, constant_acc = best_constant(files["test"])
     run_dir = work / "run"
     command = [sys.executable, "-m", "verlvl.main_ppo", f"data.train_files={files['train']}",
@@ -60,8 +62,8 @@ def main(argv=None) -> dict:
         row = json.loads(line)
         steps.setdefault(row["step"], {}).update(row)
     curve = {s: steps[s][VAL_KEY] for s in sorted(steps) if VAL_KEY in steps[s]}
-    print(f"digits: {args.num_classes} classes, up to {args.max_digits} digit(s); best constant answer "
-          f"{constant!r} scores {constant_acc:.3f} on the test rows")
+    print(f"digits: {args.num_classes} classes, up to {args.max_digits} digit(s), {args.image_size}px; best constant "
+          f"answer {constant!r} scores {constant_acc:.3f} on the test rows")
     for s, acc in curve.items():
         print(f"  step {s:4d}: held-out greedy accuracy {acc:.3f} ({acc / constant_acc:.2f}x the constant)")
     print(f"{args.steps} steps in {minutes:.1f} min (whole command, start-up included)")

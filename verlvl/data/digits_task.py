@@ -18,19 +18,22 @@ DATA_SOURCE = "verlvl/digits"
 TASKS = {"list": "<image>List the digits from lowest to highest.", "sum": "<image>What is the sum of the digits?"}
 
 
-def render(digits: list[int], rng: random.Random, size: int) -> bytes:
-    """The digits left to right, each in its own slot with a random offset, dark on a light background."""
+def render(digits: list[int], rng: random.Random, size: int, jitter: float = 0.1) -> bytes:
+    """The digits left to right, bold, each centred in its own slot and moved by up to `jitter` of the
+    image size, dark on a light background."""
     background = tuple(rng.randint(220, 255) for _ in range(3))
     image = Image.new("RGB", (size, size), background)
     draw = ImageDraw.Draw(image)
     slot = size / len(digits)
-    font = ImageFont.load_default(size=max(8, int(min(slot * 1.1, size * 0.7))))
+    font = ImageFont.load_default(size=max(8, int(min(slot * 1.1, size * 0.75))))
+    stroke = max(1, size // 28)
     for k, digit in enumerate(digits):
-        left, top, right, bottom = draw.textbbox((0, 0), str(digit), font=font)
+        left, top, right, bottom = draw.textbbox((0, 0), str(digit), font=font, stroke_width=stroke)
         w, h = right - left, bottom - top
-        x = k * slot + rng.uniform(0, max(slot - w, 0)) - left
-        y = rng.uniform(0, max(size - h, 0)) - top
-        draw.text((x, y), str(digit), font=font, fill=tuple(rng.randint(0, 90) for _ in range(3)))
+        x = k * slot + (slot - w) / 2 + rng.uniform(-jitter, jitter) * size - left
+        y = (size - h) / 2 + rng.uniform(-jitter, jitter) * size - top
+        ink = tuple(rng.randint(0, 60) for _ in range(3))
+        draw.text((x, y), str(digit), font=font, fill=ink, stroke_width=stroke, stroke_fill=ink)
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
