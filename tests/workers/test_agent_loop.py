@@ -180,3 +180,38 @@ def test_sampled_turns_without_scripts(tiny_vl, shapes_files):
     data = shapes_batch(shapes_files, processor, rows=2)
     out = agent(tiny_vl, None, response_length=48, n=2).generate_sequences(data)
     assert len(out) == 4 and (out.batch["response_mask"].sum(-1) > 0).all()
+
+
+def test_rewards_and_metrics_see_the_trajectory(tiny_vl, trajectories, tmp_path):
+    from verlvl.reward.function import RewardFunctionSpec
+    from verlvl.reward.managers import NaiveRewardManager
+    from verlvl.trainer.multi_turn_metrics import compute_multi_turn_metrics
+
+    processor, _ = tiny_vl
+    _, _, out = trajectories
+    reward_file = tmp_path / "reward.py"
+    reward_file.write_text(
+        "def compute_score(data_source, solution_str, ground_truth, extra_info=None, num_turns=None, turns=None,\n"
+        "                  tool_calls=None):\n"
+        "    errors = sum(1 for c in tool_calls if c['error'])\n"
+        "    final = turns[-1]['content'] if turns[-1]['role'] == 'assistant' else ''\n"
+        "    return {'score': float(final == 'red'), 'turns': float(num_turns), 'calls': float(len(tool_calls)),\n"
+        "            'errors': float(errors), 'tool_images': float(sum(c['num_images'] for c in tool_calls))}\n")
+    manager = NaiveRewardManager(processor.tokenizer, compute_score=RewardFunctionSpec(path=str(reward_file)),
+                                 num_workers=1)
+    try:
+        result = manager(out, return_dict=True)
+    finally:
+        manager.close()
+    info = result["reward_extra_info"]
+    assert info["score"] == [1.0, 1.0] and info["turns"] == [10.0, 10.0] and info["calls"] == [4.0, 4.0]
+    assert info["errors"] == [2.0, 2.0] and info["tool_images"] == [1.0, 1.0]
+    # the score sits on the model's last token (the final <|im_end|>), past every tool turn
+    last = out.batch["attention_mask"][:, -out.batch["responses"].shape[1]:].sum(-1) - 1
+    assert (result["reward_tensor"].nonzero()[:, 1] == last).all()
+    assert out.batch["response_mask"][0, last[0]] == 1
+    metrics = compute_multi_turn_metrics(out)
+    assert metrics["num_turns/mean"] == 10 and metrics["multi_turn/tool_calls/mean"] == 4
+    assert metrics["multi_turn/tool_errors"] == 4 and metrics["multi_turn/tool_error_ratio"] == 0.5
+    assert metrics["multi_turn/tool_call_rate"] == 1.0 and metrics["multi_turn/truncated_ratio"] == 0.0
+    assert metrics["multi_turn/tool_latency_s/max"] > 0

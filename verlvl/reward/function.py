@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Callable
 
 # What a per-sample function can ask for beyond veRL's four arguments, by declaring the keyword.
-EXTRA_FIELDS = ("prompt", "images", "response_length", "response_ids", "uid", "max_response_length")
+# num_turns / turns / tool_calls come from multi-turn rollouts (workers/rollout/agent_rollout.py; None otherwise).
+EXTRA_FIELDS = ("prompt", "images", "response_length", "response_ids", "uid", "max_response_length", "num_turns",
+                "turns", "tool_calls")
 SAMPLE_FIELDS = ("data_source", "solution_str", "ground_truth", "extra_info")
 BATCH_FIELDS = ("data_sources", "solution_strs", "ground_truths", "extra_infos")
 

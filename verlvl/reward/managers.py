@@ -87,11 +87,12 @@ class NaiveRewardManager:
     def samples(self, data: DataProto) -> tuple[list[Sample], torch.Tensor]:
         prompts, responses = data.batch["prompts"], data.batch["responses"]
         prompt_len = prompts.shape[-1]
-        if "response_mask" in data.batch.keys():
+        nt = data.non_tensor_batch
+        multi_turn = "__num_turns__" in nt  # the mask has holes at tool turns: the response is every real token
+        if "response_mask" in data.batch.keys() and not multi_turn:
             valid = data.batch["response_mask"].sum(-1)
         else:
             valid = data.batch["attention_mask"][:, prompt_len:].sum(-1)
-        nt = data.non_tensor_batch
         out = []
         for i in range(len(data)):
             n = int(valid[i])
@@ -109,6 +110,9 @@ class NaiveRewardManager:
                 response_length=n, response_ids=response_ids,
                 uid=nt["uid"][i] if "uid" in nt else None,
                 max_response_length=self.max_response_length or responses.shape[-1],
+                num_turns=int(nt["__num_turns__"][i]) if multi_turn else None,
+                turns=list(nt["turns"][i]) if "turns" in nt else None,
+                tool_calls=list(nt["tool_calls"][i]) if "tool_calls" in nt else None,
             ))
         return out, valid
 

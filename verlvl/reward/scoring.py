@@ -25,6 +25,9 @@ class Sample:
     response_ids: list | None = None
     uid: str | None = None
     max_response_length: int | None = None
+    num_turns: int | None = None  # multi-turn: assistant + tool turns + the prompt (veRL's __num_turns__)
+    turns: list | None = None  # multi-turn: the messages after the prompt (assistant text, tool results)
+    tool_calls: list | None = None  # multi-turn: per call name, arguments, result, error, num_images, latency_s
 
 
 @dataclass

@@ -8,7 +8,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 PREFIX = "builtin://"
-BUILTIN_TASKS = {"shapes": "verlvl.data.shapes_task", "digits": "verlvl.data.digits_task"}  # name -> module with write()
+BUILTIN_TASKS = {"shapes": "verlvl.data.shapes_task", "digits": "verlvl.data.digits_task",
+                 "zoom": "verlvl.data.zoom_task"}  # name -> module with write()
 
 
 def cache_dir() -> Path:

@@ -88,6 +88,13 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
         if data_cfg.train_batch_size * n < world:
             errors.append(f"data.train_batch_size x rollout.n = {data_cfg.train_batch_size * n} responses is fewer "
                           f"than the {world} worker slots")
+    if rollout and rollout.multi_turn.enable:  # the agent loop (workers/rollout/agent_loop.py) needs the messages
+        if data_cfg and not data_cfg.return_raw_chat:
+            errors.append("actor_rollout_ref.rollout.multi_turn.enable=true needs data.return_raw_chat=true (the "
+                          "agent loop continues each prompt's chat messages), as in veRL's multi-turn examples")
+        tool_config = rollout.multi_turn.tool_config_path
+        if tool_config and not builtin.is_builtin(tool_config) and not Path(tool_config).expanduser().is_file():
+            errors.append(f"actor_rollout_ref.rollout.multi_turn.tool_config_path={tool_config}: no such file")
     if rollout and rollout.name not in ROLLOUT_ENGINES:
         errors.append(f"actor_rollout_ref.rollout.name={rollout.name!r}: use one of {sorted(ROLLOUT_ENGINES)}")
     elif rollout and rollout.name == "vllm":

@@ -20,6 +20,7 @@ from verlvl.trainer.dynamic_sampling import NotEnoughGroups, merge_rewards, metr
 from verlvl.single_controller import WorkerError
 from verlvl.trainer.metrics import (compute_data_metrics, compute_mismatch_metrics, compute_throughput_metrics,
                                     compute_timing_metrics, compute_vision_token_metrics)
+from verlvl.trainer.multi_turn_metrics import compute_multi_turn_metrics
 from verlvl.trainer.validation_metrics import validation_metrics
 from verlvl.trainer.worker_metrics import reduce_worker_metrics
 from verlvl.workers.rollout.base import never_sampled_ids
@@ -110,7 +111,7 @@ class PPOTrainer:
                        **update_metrics, **kl_metrics, **reward.get("reward_metrics", {}),
                        **compute_data_metrics(batch, self.derived.use_critic, self.cfg["data"]["max_response_length"]),
                        **compute_timing_metrics(timing, batch), **compute_mismatch_metrics(batch),
-                       **compute_vision_token_metrics(batch, self.never_sampled),
+                       **compute_vision_token_metrics(batch, self.never_sampled), **compute_multi_turn_metrics(batch),
                        **compute_throughput_metrics(batch, timing["step"], self.derived.world_size)}
             last_step = self.global_step == total
             if self.val_loader is not None and (self.should("test_freq") or (

@@ -28,4 +28,4 @@ def default_compute_score(data_source, solution_str, ground_truth, extra_info=No
 
 def _load_builtin_scorers() -> None:
     from verlvl.reward.scorers import (boxed_math, choice, digits, geo3k, gsm8k, lmm_r1,  # noqa: F401 (registers)
-                                       math_sets, shapes)
+                                       math_sets, shapes, zoom)

@@ -54,6 +54,7 @@ class Trajectory:
     done: bool = False
     truncated: bool = False  # ended by the token budget, not by the model
     prompt_images: int = 0
+    prompt_messages: int = 0
 
     @property
     def response_ids(self) -> list[int]:
@@ -95,7 +96,8 @@ class AgentLoop:
             grids = grid.tolist() if grid is not None else [self._grid(img) for img in images]
             extra = nt["extra_info"][i] if "extra_info" in nt else None
             t = Trajectory(copy.deepcopy(list(nt["raw_prompt"][i])), prompt_ids, images, grids,
-                           dict((extra or {}).get("tools_kwargs") or {}), prompt_images=len(images))
+                           dict((extra or {}).get("tools_kwargs") or {}), prompt_images=len(images),
+                           prompt_messages=len(nt["raw_prompt"][i]))
             t.segments.append(Segment(prompt_ids, model=False))
             out.append(t)
         return out

@@ -89,6 +89,7 @@ def trajectory_batch(data: DataProto, trajectories: list[Trajectory], response_l
         nt["multi_modal_data"] = _objects(media)
         nt["multi_modal_inputs"] = _objects(infos)
     nt["__num_turns__"] = np.array([t.assistant_turns + t.user_turns + 1 for t in trajectories], dtype=np.int64)
+    nt["turns"] = _objects([t.messages[t.prompt_messages:] for t in trajectories])
     nt["tool_calls"] = _objects([[c.summary() for c in t.tool_results] for t in trajectories])
     nt["multi_turn_truncated"] = np.array([t.truncated for t in trajectories], dtype=bool)
     nt["tool_rewards"] = _objects([[c.reward for c in t.tool_results if c.reward is not None] for t in trajectories])
