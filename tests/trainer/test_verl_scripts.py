@@ -13,7 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.trainer.helpers import compose_config
-from verlvl.trainer.config import ConfigError, check_config
+from verlvl.trainer.config import VLLM_ONLY, ConfigError, check_config
 
 GEO3K = [
     "algorithm.adv_estimator=grpo", "algorithm.use_kl_in_reward=False",
@@ -90,6 +90,10 @@ CPU = ["actor_rollout_ref.model.path=builtin://tiny-qwen2.5-vl", "data.train_fil
        "actor_rollout_ref.rollout.n=2", "actor_rollout_ref.rollout.name=hf", "trainer.n_gpus_per_node=2",
        "trainer.logger=[console,jsonl]", "trainer.total_training_steps=1", "trainer.save_final=false"]
 ACCEPTED = GEO3K + QWEN3_VL_30B + LORA
+# The vLLM engine's own settings go with vLLM: the hf rollout would change nothing for them, so it refuses them.
+VLLM_SETTINGS = [line for line in ACCEPTED if line.lstrip("+").split("=")[0].split(".")[1:3] in
+                 [["rollout", key] for key in VLLM_ONLY]]
+ON_HF = [line for line in ACCEPTED if line not in VLLM_SETTINGS]
 
 
 def check(*overrides: str) -> str:
@@ -117,15 +121,21 @@ def test_the_command_stops_before_any_work_on_the_refused_lines(tmp_path):
     assert not (tmp_path / "cache").exists()  # nothing built, nothing loaded
 
 
+def test_the_vllm_engines_settings_are_refused_with_the_hf_rollout():
+    assert VLLM_SETTINGS and check(*ON_HF, *CPU) == ""
+    message = check(*ACCEPTED, *CPU)
+    assert "set the vLLM engine, but rollout.name=hf" in message and "tensor_model_parallel_size" in message
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_every_accepted_line_runs_one_cpu_step(ray_local, tmp_path, monkeypatch):
     from verlvl.main_ppo import run_ppo
 
-    assert check(*ACCEPTED, *CPU) == ""
+    assert check(*ON_HF, *CPU) == ""
     monkeypatch.setenv("VERLVL_CACHE", str(tmp_path / "cache"))
     run_dir = tmp_path / "run"
-    result = run_ppo(compose_config(*ACCEPTED, *CPU, "trainer.save_final=true", f"trainer.default_local_dir={run_dir}"))
+    result = run_ppo(compose_config(*ON_HF, *CPU, "trainer.save_final=true", f"trainer.default_local_dir={run_dir}"))
     assert result.metrics["training/global_step"] == 1
     assert result.metrics["actor/kl_loss"] >= 0 and "global_seqlen/balanced_max" in result.metrics  # use_kl_loss, balance
     assert any(k.startswith("rollout_corr/") for k in result.metrics)  # algorithm.rollout_correction

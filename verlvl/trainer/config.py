@@ -8,7 +8,7 @@ from typing import Any
 
 from verlvl.algos import ADV_ESTIMATORS, KL_PENALTIES, LOSS_AGG_MODES, POLICY_LOSSES
 from verlvl.algos.rollout_correction import RolloutCorrectionConfig
-from verlvl.config.known_keys import key_problems
+from verlvl.config.known_keys import default_tree, key_problems
 from verlvl.data import sources
 from verlvl.data.config import DataConfig
 from verlvl.trainer import builtin
@@ -102,6 +102,8 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
             check_vllm_version()
         except (ImportError, RuntimeError) as e:
             errors.append(str(e))
+    elif rollout and rollout.name == "hf":
+        _check_no_vllm_settings(arr.get("rollout") or {}, errors)
     if actor:
         if actor.policy_loss.loss_mode not in POLICY_LOSSES:
             errors.append(f"actor_rollout_ref.actor.policy_loss.loss_mode={actor.policy_loss.loss_mode!r}: use one of "
@@ -169,6 +171,22 @@ def _check_values_not_done_here(cfg: dict, model: ModelConfig | None, errors: li
                           "config attributes, e.g. {attention_dropout: 0.0}")
         if model.custom_chat_template is not None and not isinstance(model.custom_chat_template, str):
             errors.append("actor_rollout_ref.model.custom_chat_template: give the Jinja template as a string")
+
+
+# What configures the vLLM engine only: with the hf rollout these would change nothing, so they are refused.
+VLLM_ONLY = ("tensor_model_parallel_size", "gpu_memory_utilization", "cpu_kv_cache_gb", "max_num_batched_tokens",
+             "max_num_seqs", "enable_prefix_caching", "enable_chunked_prefill", "enforce_eager", "free_cache_engine",
+             "load_format", "limit_images", "update_weights_bucket_megabytes", "max_model_len", "dtype",
+             "engine_kwargs")
+
+
+def _check_no_vllm_settings(rollout: dict, errors: list[str]) -> None:
+    defaults = default_tree()["actor_rollout_ref"]["rollout"]
+    changed = [k for k in VLLM_ONLY if k in rollout and rollout[k] != defaults.get(k)]
+    if changed:
+        errors.append(f"actor_rollout_ref.rollout.{{{', '.join(changed)}}} set the vLLM engine, but rollout.name=hf "
+                      "(transformers' generate) has none of them: remove them, or set actor_rollout_ref.rollout."
+                      "name=vllm")
 
 
 def _check_filter_groups(algo: dict, errors: list[str]) -> None:
