@@ -25,7 +25,7 @@ def test_zoom_task_needs_and_rewards_the_zoom(tmp_path, tiny_vl):
         image = decode_image(Image.open(__import__("io").BytesIO(row["images"][0]["bytes"])), "row")
         box = [int(v) for v in row["prompt"][1]["content"].split("Zoom in on [")[1].split("]")[0].split(", ")]
 
-        async def crop():
+        async def crop(image=image, box=box):
             instance, _ = await zoom.create(images=[image])
             return (await zoom.execute(instance, {"bbox_2d": box}))[0].image[0]
 

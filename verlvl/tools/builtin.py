@@ -59,7 +59,7 @@ class ImageZoomInTool(BaseTool):
         if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
             return ToolResponse(text="Error: bbox_2d must be [x1, y1, x2, y2] (four numbers)."), 0.0, {}
         width, height = image.size
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        x1, y1, x2, y2 = (round(v) for v in box)
         x1, x2 = sorted((max(0, min(width, x1)), max(0, min(width, x2))))
         y1, y2 = sorted((max(0, min(height, y1)), max(0, min(height, y2))))
         if x2 - x1 < self.min_side or y2 - y1 < self.min_side:
@@ -129,8 +129,8 @@ class Geo3kTool(BaseTool):
 
     async def create(self, instance_id: str | None = None, **kwargs) -> tuple[str, ToolResponse]:
         instance_id = instance_id or str(uuid4())
-        self.instances[instance_id] = str(((kwargs.get("create_kwargs") or {}).get("ground_truth")
-                                           or kwargs.get("ground_truth") or ""))
+        self.instances[instance_id] = str((kwargs.get("create_kwargs") or {}).get("ground_truth")
+                                          or kwargs.get("ground_truth") or "")
         return instance_id, ToolResponse()
 
     async def execute(self, instance_id: str, parameters: dict[str, Any], **kwargs) -> tuple[ToolResponse, float, dict]:

@@ -53,7 +53,7 @@ async def run_call(tool: BaseTool | None, instance_id: str | None, call: ToolCal
         error = f"the tool {call.name!r} did not answer within {timeout_s:g} s"
         return ToolResult(call.name, call.arguments, f"Error: {error}", error=error,
                           latency_s=time.perf_counter() - start)
-    except Exception as e:  # a tool's bug or a bad argument costs this call, not the run
+    except Exception as e:  # noqa: BLE001 (a tool's bug or a bad argument costs this call, not the run)
         error = f"the tool {call.name!r} raised {type(e).__name__}: {e}"
         return ToolResult(call.name, call.arguments, f"Error: {error}", error=error,
                           latency_s=time.perf_counter() - start)

@@ -31,4 +31,10 @@ def build_hf_rollout(model, model_path, tokenizer, processor, config, actor_dtyp
 def build_vllm_rollout(model, model_path, tokenizer, processor, config, actor_dtype, device="cpu", pixel_store=None):
     from verlvl.workers.rollout.vllm_rollout import VLLMRollout
 
-    return VLLMRollout(model_path, tokenizer, config, actor_dtype, getattr(model, "generation_config", None))
+    rollout = VLLMRollout(model_path, tokenizer, config, actor_dtype, getattr(model, "generation_config", None))
+    if config.multi_turn.enable:  # the agent loop on top (workers/rollout/agent_loop.py)
+        from verlvl.workers.rollout.agent_rollout import AgentLoopRollout
+        from verlvl.workers.rollout.agent_vllm import VLLMTurns
+
+        return AgentLoopRollout(rollout, VLLMTurns(rollout), tokenizer, processor, config, rollout.pad_id)
+    return rollout

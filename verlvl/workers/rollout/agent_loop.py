@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import uuid
 from dataclasses import dataclass, field
 
@@ -17,6 +18,8 @@ from verlvl.tools.parser import parse_tool_calls
 from verlvl.tools.runner import ToolResult, run_call, truncate
 from verlvl.workers.config import MultiTurnConfig
 from verlvl.workers.rollout.chat_turns import ChatTurns, Segment
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -177,8 +180,8 @@ class AgentLoop:
                 try:
                     await asyncio.wait_for(tool.release(instance_id, **dict(kwargs.get("release_kwargs") or {})),
                                            timeout=self.config.tool_timeout_s)
-                except Exception:  # noqa: BLE001
-                    pass
+                except Exception as e:  # noqa: BLE001 (a release that fails costs nothing but a log line)
+                    log.warning("releasing tool %r raised %s: %s", call.name, type(e).__name__, e)
         result.text = truncate(result.text, self.config.max_tool_response_length,
                                self.config.tool_response_truncate_side)
         return result

@@ -32,6 +32,11 @@ class AgentLoopRollout:
     def sync_weights(self, model) -> None:
         self.engine.sync_weights(model)
 
+    def __getattr__(self, name):  # the engine's own surface (vllm's switch(), ...) stays reachable
+        if name == "engine":
+            raise AttributeError(name)
+        return getattr(self.engine, name)
+
     def generate_sequences(self, prompts: DataProto) -> DataProto:
         params = sampling_params(self.config, prompts.meta_info)
         data = prompts.repeat(params["n"], interleave=True) if params["n"] > 1 else prompts
