@@ -178,8 +178,6 @@ ROLLOUT = {
     "multi_turn.max_turns": default(None, why="is veRL's older name; set multi_turn.max_assistant_turns"),
     "multi_turn.function_tool_path": default(None, why="@function_tool files are not supported; declare the tools "
                                                        "in multi_turn.tool_config_path"),
-    "multi_turn.interaction_config_path": default(None, why="interactions (an environment answering each turn) "
-                                                           "are not supported yet; remove it"),
     "multi_turn.use_inference_chat_template": default(False, why="the trajectory is always the tokens the model "
                                                                  "produced; remove it"),
     "multi_turn.num_repeat_rollouts": default(None, why="is not supported; use rollout.n"),

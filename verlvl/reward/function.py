@@ -13,7 +13,7 @@ from typing import Callable
 # What a per-sample function can ask for beyond veRL's four arguments, by declaring the keyword.
 # num_turns / turns / tool_calls come from multi-turn rollouts (workers/rollout/agent_rollout.py; None otherwise).
 EXTRA_FIELDS = ("prompt", "images", "response_length", "response_ids", "uid", "max_response_length", "num_turns",
-                "turns", "tool_calls")
+                "turns", "tool_calls", "turn_scores")
 SAMPLE_FIELDS = ("data_source", "solution_str", "ground_truth", "extra_info")
 BATCH_FIELDS = ("data_sources", "solution_strs", "ground_truths", "extra_infos")
 

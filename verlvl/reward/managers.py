@@ -113,6 +113,7 @@ class NaiveRewardManager:
                 num_turns=int(nt["__num_turns__"][i]) if multi_turn else None,
                 turns=list(nt["turns"][i]) if "turns" in nt else None,
                 tool_calls=list(nt["tool_calls"][i]) if "tool_calls" in nt else None,
+                turn_scores=list(nt["turn_scores"][i]) if "turn_scores" in nt else None,
             ))
         return out, valid
 

@@ -28,6 +28,7 @@ class Sample:
     num_turns: int | None = None  # multi-turn: assistant + tool turns + the prompt (veRL's __num_turns__)
     turns: list | None = None  # multi-turn: the messages after the prompt (assistant text, tool results)
     tool_calls: list | None = None  # multi-turn: per call name, arguments, result, error, num_images, latency_s
+    turn_scores: list | None = None  # multi-turn: the interaction's score of each of its turns
 
 
 @dataclass

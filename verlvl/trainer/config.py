@@ -92,9 +92,10 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
         if data_cfg and not data_cfg.return_raw_chat:
             errors.append("actor_rollout_ref.rollout.multi_turn.enable=true needs data.return_raw_chat=true (the "
                           "agent loop continues each prompt's chat messages), as in veRL's multi-turn examples")
-        tool_config = rollout.multi_turn.tool_config_path
-        if tool_config and not builtin.is_builtin(tool_config) and not Path(tool_config).expanduser().is_file():
-            errors.append(f"actor_rollout_ref.rollout.multi_turn.tool_config_path={tool_config}: no such file")
+        for key in ("tool_config_path", "interaction_config_path"):
+            path = getattr(rollout.multi_turn, key)
+            if path and not builtin.is_builtin(path) and not Path(path).expanduser().is_file():
+                errors.append(f"actor_rollout_ref.rollout.multi_turn.{key}={path}: no such file")
     if rollout and rollout.name not in ROLLOUT_ENGINES:
         errors.append(f"actor_rollout_ref.rollout.name={rollout.name!r}: use one of {sorted(ROLLOUT_ENGINES)}")
     elif rollout and rollout.name == "vllm":

@@ -26,6 +26,8 @@ def compute_multi_turn_metrics(batch: DataProto) -> dict[str, float]:
         "multi_turn/tool_error_ratio": float(len(errors) / n_calls) if n_calls else 0.0,
         "multi_turn/tool_images/mean": float(np.mean([sum(c.get("num_images", 0) for c in cs) for cs in calls])),
     }
+    if "interaction_turns" in nt:
+        metrics["multi_turn/interaction_turns/mean"] = float(np.mean(np.asarray(nt["interaction_turns"], dtype=float)))
     if "multi_turn_truncated" in nt:
         metrics["multi_turn/truncated_ratio"] = float(np.asarray(nt["multi_turn_truncated"], dtype=bool).mean())
     if latencies:

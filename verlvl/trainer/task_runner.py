@@ -84,8 +84,9 @@ def worker_configs(cfg: dict, derived: Derived, total_steps: int) -> tuple[dict,
         arr["model"]["external_lib"] = resolve(arr["model"]["external_lib"])
     arr["actor"].setdefault("optim", {})["total_training_steps"] = total_steps
     multi_turn = arr["rollout"].get("multi_turn") or {}
-    if multi_turn.get("tool_config_path"):  # workers run in other folders; builtin://zoom/tool_config.yaml is written
-        multi_turn["tool_config_path"] = str(Path(builtin.resolve(multi_turn["tool_config_path"])).expanduser().resolve())
+    for key in ("tool_config_path", "interaction_config_path"):  # workers run in other folders; builtin:// is written
+        if multi_turn.get(key):
+            multi_turn[key] = str(Path(builtin.resolve(multi_turn[key])).expanduser().resolve())
     arr["seed"] = cfg["trainer"].get("seed", 1)
     critic = copy.deepcopy(cfg.get("critic") or {})
     critic.pop("enable", None)

@@ -178,6 +178,7 @@ class MultiTurnConfig:
     max_assistant_turns: int | None = None  # None: until the response budget ends
     max_user_turns: int | None = None  # tool turns
     tool_config_path: str | None = None  # veRL's YAML: tools: [{class_name, config, tool_schema}]
+    interaction_config_path: str | None = None  # veRL's YAML: interaction: [{name, class_name, config}]
     max_parallel_calls: int = 1  # tool calls run per assistant turn (the rest are dropped)
     max_tool_response_length: int = 256  # characters of a tool's text kept
     tool_response_truncate_side: str = "middle"  # left | middle | right

@@ -13,7 +13,8 @@ import torch
 
 from verlvl.models.vision_inputs import image_inputs
 from verlvl.protocol import DataProto
-from verlvl.tools.base import BaseTool
+from verlvl.tools.base import BaseTool, ToolResponse
+from verlvl.tools.interaction import finalize
 from verlvl.tools.parser import parse_tool_calls
 from verlvl.tools.runner import ToolResult, run_call, truncate
 from verlvl.workers.config import MultiTurnConfig
@@ -58,6 +59,11 @@ class Trajectory:
     truncated: bool = False  # ended by the token budget, not by the model
     prompt_images: int = 0
     prompt_messages: int = 0
+    interaction: object = None  # the row's environment (extra_info.interaction_kwargs.name), if any
+    interaction_kwargs: dict = field(default_factory=dict)
+    interaction_id: str | None = None
+    interaction_turns: int = 0
+    turn_scores: list[float] = field(default_factory=list)  # the interaction's score of each of its turns
 
     @property
     def response_ids(self) -> list[int]:
@@ -75,8 +81,9 @@ class AgentLoop:
     would not leave room for a reply is ended there and marked truncated."""
 
     def __init__(self, engine, tokenizer, processor, config: MultiTurnConfig, response_length: int,
-                 tools: list[BaseTool], template_kwargs: dict | None = None):
+                 tools: list[BaseTool], template_kwargs: dict | None = None, interactions: dict | None = None):
         self.engine, self.tokenizer, self.processor, self.config = engine, tokenizer, processor, config
+        self.interactions = dict(interactions or {})
         self.response_length, self.tools = response_length, {t.name: t for t in tools}
         self.chat = ChatTurns(tokenizer, processor, template_kwargs)
         ip = getattr(processor, "image_processor", None)
@@ -101,6 +108,13 @@ class AgentLoop:
             t = Trajectory(copy.deepcopy(list(nt["raw_prompt"][i])), prompt_ids, images, grids,
                            dict((extra or {}).get("tools_kwargs") or {}), prompt_images=len(images),
                            prompt_messages=len(nt["raw_prompt"][i]))
+            kwargs = dict((extra or {}).get("interaction_kwargs") or {})
+            if self.interactions and kwargs:
+                name = kwargs.get("name") or next(iter(self.interactions))
+                if name not in self.interactions:
+                    raise ValueError(f"{_where(nt, i)}: extra_info.interaction_kwargs.name={name!r} is not an "
+                                     f"interaction of multi_turn.interaction_config_path ({sorted(self.interactions)})")
+                t.interaction, t.interaction_kwargs = self.interactions[name], kwargs
             t.segments.append(Segment(prompt_ids, model=False))
             out.append(t)
         return out
@@ -116,22 +130,55 @@ class AgentLoop:
 
     def run(self, data: DataProto, params: dict) -> list[Trajectory]:
         trajectories = self.start(data)
-        while True:
-            active = [t for t in trajectories if not t.done]
-            if not active:
-                return trajectories
-            requests = [TurnRequest([x for s in t.segments for x in s.ids], t.images, t.grids,
-                                    self.response_length - self.response_len(t)) for t in active]
-            outputs = self.engine.generate_turns(requests, params)
-            calls = {}
-            for t, out in zip(active, outputs):
-                pending = self.take_turn(t, out)
-                if pending:
-                    calls[id(t)] = pending
-            if calls:
-                results = asyncio.run(self._run_tools([(t, calls[id(t)]) for t in active if id(t) in calls]))
-                for t, rs in zip([t for t in active if id(t) in calls], results):
-                    self.add_tool_turn(t, rs)
+        asyncio.run(self._start_interactions(trajectories))
+        try:
+            while True:
+                active = [t for t in trajectories if not t.done]
+                if not active:
+                    return trajectories
+                requests = [TurnRequest([x for s in t.segments for x in s.ids], t.images, t.grids,
+                                        self.response_length - self.response_len(t)) for t in active]
+                outputs = self.engine.generate_turns(requests, params)
+                work = [(t, self.take_turn(t, out)) for t, out in zip(active, outputs)]
+                work = [(t, pending) for t, pending in work if pending]
+                if work:
+                    for (t, pending), answer in zip(work, asyncio.run(self._answer(work))):
+                        if pending == INTERACT:
+                            self.add_interaction_turn(t, *answer)
+                        else:
+                            self.add_tool_turn(t, answer)
+        finally:
+            asyncio.run(self._finalize_interactions(trajectories))
+
+    async def _start_interactions(self, trajectories: list[Trajectory]) -> None:
+        async def one(t):
+            t.interaction_id = await t.interaction.start_interaction(None, **t.interaction_kwargs)
+
+        await asyncio.gather(*(one(t) for t in trajectories if t.interaction is not None))
+
+    async def _finalize_interactions(self, trajectories: list[Trajectory]) -> None:
+        await asyncio.gather(*(finalize(t.interaction, t.interaction_id) for t in trajectories
+                               if t.interaction is not None and t.interaction_id is not None))
+
+    async def _answer(self, work: list) -> list:
+        """Every trajectory's tool calls, or its interaction's response, concurrently."""
+        async def one(t, pending):
+            if pending == INTERACT:
+                return await self._interact(t)
+            return await asyncio.gather(*(self._call(t, c) for c in pending))
+
+        return await asyncio.gather(*(one(t, pending) for t, pending in work))
+
+    async def _interact(self, t: Trajectory) -> tuple[bool, ToolResponse, float]:
+        try:
+            done, content, score, _ = await asyncio.wait_for(
+                t.interaction.generate_response(t.interaction_id, t.messages, **t.interaction_kwargs),
+                timeout=self.config.tool_timeout_s)
+        except Exception as e:  # noqa: BLE001 (an environment's failure ends this episode, not the run)
+            log.warning("interaction %r failed: %s: %s", t.interaction.name, type(e).__name__, e)
+            return True, ToolResponse(), 0.0
+        response = content if isinstance(content, ToolResponse) else ToolResponse(text=str(content))
+        return bool(done), response, float(score or 0.0)
 
     def take_turn(self, t: Trajectory, out: TurnOutput) -> list:
         """Append the model's turn; the tool calls to run next (empty when the trajectory ends here)."""
@@ -151,11 +198,13 @@ class AgentLoop:
                 (limits.max_user_turns is not None and t.user_turns >= limits.max_user_turns)):
             t.done = True
             return []
-        _, calls = parse_tool_calls(content, set(self.tools))
-        if not calls:
-            t.done = True
-            return []
-        return calls[:limits.max_parallel_calls]
+        _, calls = parse_tool_calls(content, set(self.tools)) if self.tools else ("", [])
+        if calls:
+            return calls[:limits.max_parallel_calls]
+        if t.interaction is not None:  # the environment answers this turn
+            return INTERACT
+        t.done = True
+        return []
 
     async def _run_tools(self, work: list) -> list[list[ToolResult]]:
         return await asyncio.gather(*(asyncio.gather(*(self._call(t, c) for c in calls)) for t, calls in work))
@@ -190,16 +239,19 @@ class AgentLoop:
         """The tool messages through the chat template; ends the trajectory (truncated) when they would leave no
         room for a reply."""
         t.tool_results.extend(results)
-        images = [img.convert("RGB") for r in results for img in r.images]
-        messages = []
-        for r in results:
-            if r.images:
-                content = [{"type": "image"} for _ in r.images]
-                if r.text:
-                    content.append({"type": "text", "text": r.text})
-                messages.append({"role": "tool", "content": content})
-            else:
-                messages.append({"role": "tool", "content": r.text})
+        self._append(t, [_message("tool", r.text, r.images) for r in results], [i for r in results for i in r.images])
+
+    def add_interaction_turn(self, t: Trajectory, done: bool, response: ToolResponse, score: float) -> None:
+        """The environment's answer as a user turn (text and images), unless it ended the episode."""
+        t.turn_scores.append(score)
+        if done:
+            t.done = True
+            return
+        t.interaction_turns += 1
+        self._append(t, [_message("user", response.text, response.image)], list(response.image))
+
+    def _append(self, t: Trajectory, messages: list[dict], images: list) -> None:
+        images = [img.convert("RGB") for img in images]
         grids = [self._grid(img) for img in images]
         text = self.chat.tool_turn_text(t.messages, messages, t.segments[-1].end_text)
         ids = self.chat.expand(self.chat.encode(text), [self._count(g) for g in grids])
@@ -217,6 +269,23 @@ class AgentLoop:
         """The debug check (multi_turn.tokenization_sanity_check_mode=strict): the trajectory's tokens equal the
         template's render of its final conversation."""
         self.chat.check(t.messages, t.segments, [self._count(g) for g in t.grids], where)
+
+
+INTERACT = "interact"
+
+
+def _message(role: str, text: str | None, images: list) -> dict:
+    if not images:
+        return {"role": role, "content": text or ""}
+    content = [{"type": "image"} for _ in images]
+    if text:
+        content.append({"type": "text", "text": text})
+    return {"role": role, "content": content}
+
+
+def _where(nt: dict, i: int) -> str:
+    origin = nt.get("row_origin")
+    return str(origin[i]) if origin is not None and origin[i] else f"batch row {i}"
 
 
 def cache_key(uid, t: Trajectory) -> str | None:

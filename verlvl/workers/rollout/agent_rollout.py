@@ -9,6 +9,7 @@ import torch
 from verlvl.models.rope import qwen_vl_position_ids, text_position_ids
 from verlvl.protocol import DataProto
 from verlvl.tools.config import load_tools
+from verlvl.tools.interaction import load_interactions
 from verlvl.workers.config import RolloutConfig
 from verlvl.workers.rollout.agent_loop import AgentLoop, Trajectory, cache_key, stack_grids
 from verlvl.workers.rollout.base import sampling_params
@@ -18,7 +19,8 @@ from verlvl.workers.rollout.token_guard import row_name
 class AgentLoopRollout:
     """Wraps an engine (`engine`: its sync_weights) and its turn generator (`turns`: generate_turns)."""
 
-    def __init__(self, engine, turns, tokenizer, processor, config: RolloutConfig, pad_id: int, tools=None):
+    def __init__(self, engine, turns, tokenizer, processor, config: RolloutConfig, pad_id: int, tools=None,
+                 interactions=None):
         if config.ignore_eos:
             raise ValueError("actor_rollout_ref.rollout.ignore_eos=true cannot end a turn; turn it off with "
                              "multi_turn.enable")
@@ -26,7 +28,10 @@ class AgentLoopRollout:
         tools = tools if tools is not None else (load_tools(mt.tool_config_path) if mt.tool_config_path else [])
         self.engine, self.config, self.pad_id = engine, config, pad_id
         self.tokenizer, self.processor = tokenizer, processor
-        self.loop = AgentLoop(turns, tokenizer, processor, mt, config.response_length, tools)
+        if interactions is None:
+            interactions = load_interactions(mt.interaction_config_path) if mt.interaction_config_path else {}
+        self.loop = AgentLoop(turns, tokenizer, processor, mt, config.response_length, tools,
+                              interactions=interactions)
         self.image_token_id = self.loop.chat.image_token_id
 
     def sync_weights(self, model) -> None:
@@ -97,6 +102,8 @@ def trajectory_batch(data: DataProto, trajectories: list[Trajectory], response_l
     nt["turns"] = _objects([t.messages[t.prompt_messages:] for t in trajectories])
     nt["tool_calls"] = _objects([[c.summary() for c in t.tool_results] for t in trajectories])
     nt["multi_turn_truncated"] = np.array([t.truncated for t in trajectories], dtype=bool)
+    nt["turn_scores"] = _objects([list(t.turn_scores) for t in trajectories])
+    nt["interaction_turns"] = np.array([t.interaction_turns for t in trajectories], dtype=np.int64)
     nt["tool_rewards"] = _objects([[c.reward for c in t.tool_results if c.reward is not None] for t in trajectories])
     return DataProto.from_dict(batch, nt, dict(data.meta_info))
 
