@@ -181,7 +181,10 @@ class AgentLoop:
         return bool(done), response, float(score or 0.0)
 
     def take_turn(self, t: Trajectory, out: TurnOutput) -> list:
-        """Append the model's turn; the tool calls to run next (empty when the trajectory ends here)."""
+        """Append the model's turn; the tool calls to run next, INTERACT, or [] when the trajectory ends here."""
+        budget = self.response_length - self.response_len(t)
+        if len(out.ids) > budget:  # an engine that overran the turn's budget: cut, the turn did not end
+            out = TurnOutput(out.ids[:budget], out.log_probs[:budget], None)
         content_ids = out.ids[:-1] if out.end_id is not None else out.ids
         end_text = self.tokenizer.decode([out.end_id], skip_special_tokens=False) if out.end_id is not None else ""
         t.segments.append(Segment(list(out.ids), model=True, end_text=end_text))
