@@ -257,7 +257,7 @@ class PPOTrainer:
         prompts.batch["attention_mask"] = batch.batch["attention_mask"][:, :p]
         prompts.batch["position_ids"] = batch.batch["position_ids"][..., :p]
         prompts.meta_info = {"n": 1, "do_sample": False}  # greedy, whatever val_kwargs say (veRL's ReMax)
-        greedy = self.generate(prompts, "train")
+        greedy = self.actor_rollout_wg.generate_sequences(prompts)  # the step's prompts: already checked
         return self.reward_fn(greedy, return_dict=True)["reward_tensor"].sum(-1)
 
     def apply_kl_in_reward(self, batch: DataProto) -> dict[str, float]:
