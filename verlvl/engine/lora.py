@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-log = logging.getLogger(__name__)
 VISION_TOWER = r".*\bvisual\b.*"  # Qwen-VL's vision tower (and its merger): never adapted by default
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
@@ -64,7 +62,8 @@ def add_adapters(model: nn.Module, spec: LoraSpec) -> nn.Module:
         raise ValueError(f"actor_rollout_ref.model.target_modules={spec.target_modules!r} matched no layer of the "
                          "language model; use all-linear or names such as [q_proj, v_proj]")
     model.lora_spec = spec
-    log.info("LoRA rank %d: trainable params: %d of %d (%.2f%%)", spec.rank, trainable, total, 100 * trainable / total)
+    model.lora_summary = (f"LoRA rank {spec.rank}: trainable params: {trainable:,} of {total:,} "
+                          f"({100 * trainable / total:.2f}%)")
     return model
 
 

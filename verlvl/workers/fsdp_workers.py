@@ -150,6 +150,8 @@ class ActorRolloutRefWorker(ModelWorker):
 
             # with LoRA rank 0 builds the adapted model to read from (fp32; the adapters' first values with it)
             model = self._load(build_actor, self.actor_config.fsdp_config, None if lora else read_weights)
+            if lora is not None and self.rank == 0:
+                print(f"[verlvl] actor: {model.lora_summary}", flush=True)
             optimizer = scheduler = None
             if self.has_actor:
                 optimizer, scheduler = build_optimizer(model, self.actor_config.optim)
