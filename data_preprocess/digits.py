@@ -15,19 +15,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from preprocess_common import (
-    ImageFinder,
-    SkipReport,
-    SkipRow,
-    base_parser,
-    column_names,
-    convert_with_test,
-    image_cell_to_bytes,
-    load_source,
-    save_dir_of,
-    verl_row,
-    write_splits,
-)
+from preprocess_common import (ImageFinder, SkipReport, SkipRow, base_parser, column_names, convert_with_test,
+                               image_cell_to_bytes, load_source, save_dir_of, verl_row, write_splits)
 
 DATA_SOURCE = "sunildkumar/digit-recognition"
 SYSTEM_PROMPT = ("You are a helpful assistant. You first think about the reasoning process in the mind and then "

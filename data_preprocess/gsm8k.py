@@ -12,18 +12,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from preprocess_common import (
-    SkipReport,
-    SkipRow,
-    base_parser,
-    convert_split,
-    load_source,
-    pick_splits,
-    require_columns,
-    save_dir_of,
-    verl_row,
-    write_splits,
-)
+from preprocess_common import (SkipReport, SkipRow, base_parser, convert_split, load_source, pick_splits,
+                               require_columns, save_dir_of, verl_row, write_splits)
 
 DATA_SOURCE = "openai/gsm8k"
 INSTRUCTION = "Let's think step by step and output the final answer after \"####\"."

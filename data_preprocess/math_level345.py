@@ -15,15 +15,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from math_lighteval import COLUMNS, convert_math, parse_problem
 from math_lighteval import DATA_SOURCE as MATH_SOURCE
-from preprocess_common import (
-    R1_SYSTEM_PROMPT,
-    base_parser,
-    column_names,
-    convert_messages,
-    load_source,
-    save_dir_of,
-    verl_row,
-)
+from preprocess_common import (R1_SYSTEM_PROMPT, base_parser, column_names, convert_messages, load_source,
+                               save_dir_of, verl_row)
 
 DATA_SOURCE = "lmm_r1/math_level345"
 LEVELS = {3, 4, 5}

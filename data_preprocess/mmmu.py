@@ -16,21 +16,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from preprocess_common import (
-    R1_SYSTEM_PROMPT,
-    SkipReport,
-    SkipRow,
-    base_parser,
-    convert_split,
-    image_cell_to_bytes,
-    lettered_options,
-    load_source,
-    pick_splits,
-    require_columns,
-    save_dir_of,
-    verl_row,
-    write_splits,
-)
+from preprocess_common import (R1_SYSTEM_PROMPT, SkipReport, SkipRow, base_parser, convert_split,
+                               image_cell_to_bytes, lettered_options, load_source, pick_splits,
+                               require_columns, save_dir_of, verl_row, write_splits)
 
 DATA_SOURCE = "lmms-lab/MMMU"
 MAX_IMAGES = 7
