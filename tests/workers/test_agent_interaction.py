@@ -2,6 +2,7 @@
 with text and an image, scores it and ends the episode; veRL's interaction config YAML."""
 
 import textwrap
+import typing
 
 from PIL import Image
 
@@ -17,7 +18,7 @@ from verlvl.workers.rollout.hf_rollout import HFRollout
 class GuessColour(BaseInteraction):
     """Says "no" with a picture of the right colour until the model names it (then ends the episode, score 1)."""
 
-    finalized: list = []
+    finalized: typing.ClassVar[list] = []
 
     async def start_interaction(self, instance_id=None, **kwargs):
         return f"episode-{kwargs['ground_truth']}"

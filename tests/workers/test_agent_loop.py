@@ -215,3 +215,13 @@ def test_rewards_and_metrics_see_the_trajectory(tiny_vl, trajectories, tmp_path)
     assert metrics["multi_turn/tool_errors"] == 4 and metrics["multi_turn/tool_error_ratio"] == 0.5
     assert metrics["multi_turn/tool_call_rate"] == 1.0 and metrics["multi_turn/truncated_ratio"] == 0.0
     assert metrics["multi_turn/tool_latency_s/max"] > 0
+
+
+def test_sample_dumps_show_the_whole_conversation(tiny_vl, trajectories):
+    from verlvl.trainer.dumps import generation_records
+
+    processor, _ = tiny_vl
+    _, _, out = trajectories
+    (record,) = generation_records(out, processor.tokenizer, [1.0, 1.0], {}, step=1, rows=[0])
+    assert record["output"].startswith("look <tool_call>") and "tool\n12" in record["output"]
+    assert record["output"].endswith("assistant\nred") and len(record["images"]) == 2

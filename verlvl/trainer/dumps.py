@@ -24,6 +24,8 @@ def generation_records(batch: DataProto, tokenizer, scores, extra: dict, step: i
     prompt_mask = batch.batch["attention_mask"][:, :prompt_len].bool()
     response_mask = batch.batch["response_mask"].bool()
     nt = batch.non_tensor_batch
+    if "__num_turns__" in nt:  # multi-turn: the whole conversation after the prompt, tool turns included
+        response_mask = batch.batch["attention_mask"][:, prompt_len:].bool()
     records = []
     for i in rows:
         media = nt["multi_modal_data"][i] if "multi_modal_data" in nt else None
