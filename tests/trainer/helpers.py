@@ -15,3 +15,17 @@ def compose_config(*overrides: str):
     """As the command composes it: veRL-style `a.b=v` for any key, the demo preset for builtin:// models."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         return compose(config_name="ppo_trainer", overrides=with_preset(verl_overrides(overrides), CONF_DIR))
+
+
+def config_problems(*overrides: str) -> str:
+    """check_config's message for the composed config ('' when it passes)."""
+    from omegaconf import OmegaConf
+
+    from verlvl.trainer.config import ConfigError, check_config
+
+    cfg = OmegaConf.to_container(compose_config(*overrides), resolve=True)
+    try:
+        check_config(cfg, resolve_builtins=False)
+    except ConfigError as e:
+        return str(e)
+    return ""

@@ -6,20 +6,12 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from tests.trainer.helpers import compose_config
+from tests.trainer.helpers import compose_config, config_problems
 from verlvl.config.known_keys import default_tree
 from verlvl.config.verl_keys import VERL_KEYS
-from verlvl.trainer.config import ConfigError, check_config
 
 
-def problems(*overrides: str) -> str:
-    """check_config's message for the composed config ('' when it passes)."""
-    cfg = OmegaConf.to_container(compose_config(*overrides), resolve=True)
-    try:
-        check_config(cfg, resolve_builtins=False)
-    except ConfigError as e:
-        return str(e)
-    return ""
+problems = config_problems
 
 
 def test_the_lines_hydra_refused_reach_verlvls_check():

@@ -10,10 +10,9 @@ import subprocess
 import sys
 
 import pytest
-from omegaconf import OmegaConf
 
-from tests.trainer.helpers import compose_config
-from verlvl.trainer.config import VLLM_ONLY, ConfigError, check_config
+from tests.trainer.helpers import compose_config, config_problems
+from verlvl.trainer.config import VLLM_ONLY
 
 GEO3K = [
     "algorithm.adv_estimator=grpo", "algorithm.use_kl_in_reward=False",
@@ -96,13 +95,7 @@ VLLM_SETTINGS = [line for line in ACCEPTED if line.lstrip("+").split("=")[0].spl
 ON_HF = [line for line in ACCEPTED if line not in VLLM_SETTINGS]
 
 
-def check(*overrides: str) -> str:
-    cfg = OmegaConf.to_container(compose_config(*overrides), resolve=True)
-    try:
-        check_config(cfg, resolve_builtins=False)
-    except ConfigError as e:
-        return str(e)
-    return ""
+check = config_problems
 
 
 @pytest.mark.parametrize("line", sorted(REFUSED))
