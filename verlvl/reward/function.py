@@ -111,9 +111,27 @@ def inspect_reward_function(spec: RewardFunctionSpec) -> RewardFunctionInfo:
     return RewardFunctionInfo(spec, is_batch, inspect.iscoroutinefunction(fn), extras)
 
 
+# Reward functions shipped with verlvl, chosen by name: custom_reward_function.path=builtin://NAME.
+BUILTIN_REWARDS = {
+    "remote": "verlvl.reward.remote",  # a judge over HTTP: reward_kwargs.url (+ request_timeout_s, retries, headers)
+}
+BUILTIN_PREFIX = "builtin://"
+
+
+def builtin_reward_module(path: str) -> str | None:
+    """The module behind custom_reward_function.path=builtin://NAME; None for a file path."""
+    if not str(path).startswith(BUILTIN_PREFIX):
+        return None
+    name = str(path)[len(BUILTIN_PREFIX):]
+    if name not in BUILTIN_REWARDS:
+        raise RewardFunctionError(f"custom_reward_function.path={path}: no built-in reward {name!r}; the built-in "
+                                  f"ones are {[BUILTIN_PREFIX + n for n in sorted(BUILTIN_REWARDS)]}")
+    return BUILTIN_REWARDS[name]
+
+
 def spec_from_config(custom_reward_function: dict | None) -> RewardFunctionSpec | None:
     """`custom_reward_function.{path,name,reward_kwargs}` as a spec; None when no path is set (the
-    built-in scorers are used)."""
+    built-in scorers are used). A path `builtin://NAME` names a reward shipped with verlvl (BUILTIN_REWARDS)."""
     cfg = dict(custom_reward_function or {})
     unknown = set(cfg) - {"path", "name", "reward_kwargs"}
     if unknown:
@@ -121,5 +139,11 @@ def spec_from_config(custom_reward_function: dict | None) -> RewardFunctionSpec 
                                   "name and reward_kwargs")
     if not cfg.get("path"):
         return None
-    return RewardFunctionSpec(path=str(cfg["path"]), name=cfg.get("name") or "compute_score",
-                              reward_kwargs=dict(cfg.get("reward_kwargs") or {}))
+    name, kwargs = cfg.get("name") or "compute_score", dict(cfg.get("reward_kwargs") or {})
+    module = builtin_reward_module(cfg["path"])
+    if module == BUILTIN_REWARDS["remote"] and not kwargs.get("url"):
+        raise RewardFunctionError("custom_reward_function.path=builtin://remote needs the judge's address: set "
+                                  "custom_reward_function.reward_kwargs.url=http://HOST:PORT/PATH")
+    if module:
+        return RewardFunctionSpec(module=module, name=name, reward_kwargs=kwargs)
+    return RewardFunctionSpec(path=str(cfg["path"]), name=name, reward_kwargs=kwargs)

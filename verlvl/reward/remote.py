@@ -1,8 +1,9 @@
 """A reward served over HTTP (an LLM judge or a reward server): POST one sample, read back its score.
 
-Use it as the reward function: custom_reward_function.path points at nothing; instead
-RewardFunctionSpec(module="verlvl.reward.remote", name="compute_score", reward_kwargs={"url": ...}).
-It is async, so the scorer runs up to max_concurrency requests at once, each with a timeout.
+Select it by name: custom_reward_function.path=builtin://remote custom_reward_function.reward_kwargs.url=URL
+(reward_kwargs may also set request_timeout_s, retries, backoff_s, headers). `python -m verlvl.reward.serve`
+serves the built-in scorers this way. It is async, so the scorer runs up to max_concurrency requests at once,
+each with a timeout.
 """
 
 from __future__ import annotations

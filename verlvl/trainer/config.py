@@ -124,7 +124,14 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
     if manager not in REWARD_MANAGERS:
         errors.append(f"reward_model.reward_manager={manager!r}: use one of {sorted(REWARD_MANAGERS)}")
     reward_path = (cfg.get("custom_reward_function") or {}).get("path")
-    if reward_path and not Path(reward_path).expanduser().is_file():
+    if reward_path and str(reward_path).startswith("builtin://"):
+        from verlvl.reward.function import RewardFunctionError, spec_from_config
+
+        try:
+            spec_from_config(cfg.get("custom_reward_function"))
+        except RewardFunctionError as e:
+            errors.append(str(e))
+    elif reward_path and not Path(reward_path).expanduser().is_file():
         errors.append(f"custom_reward_function.path={reward_path}: no such file")
 
     model_path = (arr.get("model") or {}).get("path")
