@@ -158,7 +158,8 @@ def test_dmmrl_and_r1_vlm_recipes_train_a_step_on_cpu(ray_local, tiny_vl_path, t
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_lmm_r1_two_stages_with_the_remote_reward_on_cpu(ray_local, tiny_vl_path, tmp_path, monkeypatch):
-    """FRE-Text (text only, through the VLM) saves its HF export; MGT-Geo with a critic starts from it."""
+    """FRE-Text (text only, through the VLM) saves its HF export; MGT-Geo, and its PPO variant with a critic,
+    start from it."""
     monkeypatch.setenv("VERLVL_CACHE", str(tmp_path / "cache"))
     fre_dir = tmp_path / "checkpoints" / "lmm_r1" / "fre_text"
     with reward_server() as (url, requests):
@@ -167,11 +168,12 @@ def test_lmm_r1_two_stages_with_the_remote_reward_on_cpu(ray_local, tiny_vl_path
                              judge, "trainer.save_final=true"))
         export = fre_dir / "global_step_1" / "actor" / "huggingface"
         assert (export / "config.json").is_file()
-        geo = train_step(cpu("lmm_r1_mgt_geo_ppo", export, recipe_fixtures.vermulti_geo(tmp_path / "geo"),
-                             tmp_path / "mgt", judge))
-    assert len(requests) == 2 * 4 * 4  # every sample of both stages was scored by the server (4 prompts x 4)
-    for metrics in (fre, geo):
+        geo_data = recipe_fixtures.vermulti_geo(tmp_path / "geo")
+        geo = train_step(cpu("lmm_r1_mgt_geo", export, geo_data, tmp_path / "mgt", judge))
+        ppo = train_step(cpu("lmm_r1_mgt_geo_ppo", export, geo_data, tmp_path / "mgt_ppo", judge))
+    assert len(requests) == 3 * 4 * 4  # every sample of every run was scored by the server (4 prompts x 4)
+    for metrics in (fre, geo, ppo):
         assert 0.0 <= metrics["critic/score/mean"] <= 1.5 and metrics["reward/errors"] == 0
         assert {"reward/acc/mean", "reward/format/mean"} <= set(metrics)  # the server's extras, logged
         assert metrics["actor/reward_kl_penalty_coeff"] == 0.001  # KL in the reward, as OpenRLHF's init_kl_coef
-    assert "critic/vf_loss" in geo and "critic/vf_loss" not in fre
+    assert "critic/vf_loss" in ppo and "critic/vf_loss" not in geo and "critic/vf_loss" not in fre
