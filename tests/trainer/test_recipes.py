@@ -51,12 +51,14 @@ def test_recipes_compose_with_their_sources_settings():
     assert len({cfg["trainer"]["default_local_dir"] for cfg in c.values()}) == len(RECIPES)
 
 
-def test_builtin_remote_reward_needs_its_url():
+def test_builtin_remote_reward_needs_its_url_and_stage_2_its_export():
     from tests.trainer.helpers import config_problems
 
     problems = config_problems("+experiment=lmm_r1_fre_text", "custom_reward_function.reward_kwargs.url=null")
     assert "custom_reward_function.reward_kwargs.url" in problems
     assert "no built-in reward 'judge'" in config_problems("custom_reward_function.path=builtin://judge")
+    # stage 2 run before stage 1 (or from another directory): said so, before anything starts
+    assert "train the run that writes it first" in config_problems("+experiment=lmm_r1_mgt_geo")
 
 
 # ---------------------------------------------------------------------------------------------- CPU runs

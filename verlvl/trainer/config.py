@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,9 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
         errors.append("actor_rollout_ref.model.path is not set: give a model folder (or builtin://tiny-qwen2.5-vl)")
     elif not builtin.is_builtin(model_path) and not Path(model_path).expanduser().exists() and "/" not in model_path:
         errors.append(f"actor_rollout_ref.model.path={model_path}: no such folder")
+    elif not Path(model_path).expanduser().exists() and re.search(r"global_step_\d+/actor/huggingface/?$", model_path):
+        errors.append(f"actor_rollout_ref.model.path={model_path}: no such folder; it is a checkpoint's HF export, "
+                      "so train the run that writes it first (from this directory when the path is relative)")
     train_files = data_cfg.train_files if data_cfg else ()
     val_files = data_cfg.val_files if data_cfg else ()
     if data_cfg and not train_files:
