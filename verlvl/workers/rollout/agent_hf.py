@@ -3,6 +3,8 @@ them), left-padded in micro-batches, with each sampled token's log-prob under th
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from transformers import LogitsProcessorList
 
@@ -18,8 +20,16 @@ class HFTurns:
         self.rollout = rollout
         self.extra_processors = extra_processors  # () -> [LogitsProcessor] after the recorder (tests script turns)
 
+    @contextmanager
+    def session(self):
+        """The actor's parameters gathered once for a whole agent-loop run: ranks run different numbers of turns,
+        so nothing inside may be a collective (an unshard per turn would hang a rank waiting for its peers)."""
+        with unsharded(self.rollout.model):
+            yield
+
     @torch.no_grad()
     def generate_turns(self, requests: list[TurnRequest], params: dict) -> list[TurnOutput]:
+        """Inside session() (AgentLoopRollout enters it)."""
         r = self.rollout
         micro = r.config.micro_batch_size or len(requests)
         temperature = params["temperature"] if params["do_sample"] else 1.0
@@ -28,7 +38,7 @@ class HFTurns:
         for start in range(0, len(requests), micro):
             part = requests[start:start + micro]
             config = generation_config(params, max(q.max_new_tokens for q in part), r.eos_ids, r.pad_id, r.suppress)
-            with unsharded(r.model), attribute_set(r.model, "generation_config", config):
+            with attribute_set(r.model, "generation_config", config):
                 outputs.extend(self._generate(part, config, temperature))
         return outputs
 

@@ -3,6 +3,8 @@ each, with the loss mask on the model's own tokens, tool images in the row's ima
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import torch
 
@@ -45,7 +47,9 @@ class AgentLoopRollout:
     def generate_sequences(self, prompts: DataProto) -> DataProto:
         params = sampling_params(self.config, prompts.meta_info)
         data = prompts.repeat(params["n"], interleave=True) if params["n"] > 1 else prompts
-        trajectories = self.loop.run(data, params)
+        session = getattr(self.loop.engine, "session", None)  # hf: the actor's weights gathered once per call
+        with session() if session is not None else nullcontext():
+            trajectories = self.loop.run(data, params)
         if self.config.multi_turn.tokenization_sanity_check_mode == "strict" or prompts.meta_info.get("check_tokens"):
             for i, t in enumerate(trajectories):
                 self.loop.check(t, row_name(data, i))
