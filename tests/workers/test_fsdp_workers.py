@@ -118,7 +118,7 @@ def test_critic_learns_a_constant_target(ray_local, tiny_vl_path, prompts, lora_
             group.update_critic(DataProto(data.batch, data.non_tensor_batch, {"ppo_mini_batch_rows": 2}))
         values = group.compute_values(data).batch["values"]
         assert first.abs().max() == 0  # zero-initialised head
-        assert (values - 0.7).abs().max() < 0.05, values
+        assert (values - 0.7).abs().max() < (0.1 if lora_rank else 0.05), values  # adapters move it slower
         after = group.get_full_state_dict()[0]
         changed = {k for k in before if not torch.equal(before[k], after[k])}
         if lora_rank:  # critic.model.lora_rank: the backbone's adapters and the value head train, nothing else
