@@ -22,15 +22,7 @@ def register_adv_est(name_or_enum: str | AdvantageEstimator) -> Callable:
     reward_baselines when it has them; fn receives those it declares (all of them with **kwargs)."""
     name = registry_name(name_or_enum)
 
-    def decorator(fn: Callable) -> Callable:
-        if ADV_ESTIMATORS.get(name, fn) is not fn:
-            raise ValueError(f"advantage estimator {name!r} is already registered ({ADV_ESTIMATORS[name].__module__}."
-                             f"{ADV_ESTIMATORS[name].__qualname__}); pick another name for "
-                             f"{fn.__module__}.{fn.__qualname__}")
-        ADV_ESTIMATORS[name] = fn
-        return fn
-
-    return decorator
+    return ADV_ESTIMATORS.register_new(name)
 
 
 def get_adv_estimator_fn(name_or_enum: str | AdvantageEstimator) -> Callable:

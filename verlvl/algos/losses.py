@@ -25,15 +25,7 @@ def register_policy_loss(name: str) -> Callable:
     loss_scale_factor) and rollout_log_probs, and return (pg_loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower).
     The actor calls either through call_policy_loss."""
 
-    def decorator(fn: Callable) -> Callable:
-        if POLICY_LOSSES.get(name, fn) is not fn:
-            raise ValueError(f"policy loss {name!r} is already registered ({POLICY_LOSSES[name].__module__}."
-                             f"{POLICY_LOSSES[name].__qualname__}); pick another name for "
-                             f"{fn.__module__}.{fn.__qualname__}")
-        POLICY_LOSSES[name] = fn
-        return fn
-
-    return decorator
+    return POLICY_LOSSES.register_new(name)
 
 
 def get_policy_loss_fn(name: str) -> Callable:

@@ -28,15 +28,7 @@ def register(name: str) -> Callable:
     """veRL's decorator (verl.workers.reward_manager.register): a reward manager class under `name`, for
     reward_model.reward_manager=name. A different class under a taken name is refused."""
 
-    def decorator(cls: type) -> type:
-        if REWARD_MANAGERS.get(name, cls) is not cls:
-            raise ValueError(f"reward manager {name!r} is already registered ({REWARD_MANAGERS[name].__module__}."
-                             f"{REWARD_MANAGERS[name].__qualname__}); pick another name for "
-                             f"{cls.__module__}.{cls.__qualname__}")
-        REWARD_MANAGERS[name] = cls
-        return cls
-
-    return decorator
+    return REWARD_MANAGERS.register_new(name)
 
 
 def get_reward_manager_cls(name: str) -> type:

@@ -21,6 +21,20 @@ class Registry(dict):
 
         return decorator
 
+    def register_new(self, name: str) -> Callable:
+        """veRL's registration rule: a decorator adding `obj` under `name`; another object under a taken
+        name is refused (the same one again is fine: a module imported twice)."""
+
+        def decorator(obj):
+            if self.get(name, obj) is not obj:
+                old = self[name]
+                raise ValueError(f"{self.what} {name!r} is already registered ({old.__module__}.{old.__qualname__});"
+                                 f" pick another name for {obj.__module__}.{obj.__qualname__}")
+            self[name] = obj
+            return obj
+
+        return decorator
+
     def lookup(self, name: str):
         if name not in self:
             raise ValueError(f"unknown {self.what} {name!r} ({self.config_key}); known: {sorted(self)}")
