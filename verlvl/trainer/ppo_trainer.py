@@ -107,12 +107,8 @@ class PPOTrainer:
                     with self.timer("weight_sync", timing):
                         self.actor_rollout_wg.sync_rollout_weights()
             metrics = {"training/global_step": self.global_step, "training/epoch": self.train_loader.epoch,
-                       **self.overhead_metrics(timing), **sampling_metrics, **old_metrics,
-                       **update_metrics, **kl_metrics, **reward.get("reward_metrics", {}),
-                       **compute_data_metrics(batch, self.derived.use_critic, self.cfg["data"]["max_response_length"]),
-                       **compute_timing_metrics(timing, batch), **compute_mismatch_metrics(batch),
-                       **compute_vision_token_metrics(batch, self.never_sampled), **compute_multi_turn_metrics(batch),
-                       **compute_throughput_metrics(batch, timing["step"], self.derived.world_size)}
+                       **self.overhead_metrics(timing), **sampling_metrics, **old_metrics, **update_metrics,
+                       **kl_metrics, **reward.get("reward_metrics", {}), **self.batch_metrics(batch, timing)}
             last_step = self.global_step == total
             if self.val_loader is not None and (self.should("test_freq") or (
                     last_step and (self.trainer_cfg.get("test_freq", -1) or -1) > 0)):
@@ -127,6 +123,13 @@ class PPOTrainer:
             last = metrics
         progress.close()
         return last
+
+    def batch_metrics(self, batch: DataProto, timing: dict) -> dict[str, float]:
+        """What the step's batch says: scores, lengths, timing per token, mismatch, throughput (veRL's names)."""
+        return {**compute_data_metrics(batch, self.derived.use_critic, self.cfg["data"]["max_response_length"]),
+                **compute_timing_metrics(timing, batch), **compute_mismatch_metrics(batch),
+                **compute_vision_token_metrics(batch, self.never_sampled), **compute_multi_turn_metrics(batch),
+                **compute_throughput_metrics(batch, timing["step"], self.derived.world_size)}
 
     # ------------------------------------------------------------------ the steps
     def new_batch(self, batch_dict: dict, generation: int = 0) -> DataProto:
