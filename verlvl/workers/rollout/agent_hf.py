@@ -6,9 +6,10 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
+import torch.distributed as dist
 from transformers import LogitsProcessorList
 
-from verlvl.engine.fsdp import unsharded
+from verlvl.engine.fsdp import fsdp_modules, unsharded
 from verlvl.models.vision_inputs import image_inputs
 from verlvl.utils.attributes import attribute_set
 from verlvl.workers.rollout.agent_loop import TurnOutput, TurnRequest
@@ -22,25 +23,46 @@ class HFTurns:
 
     @contextmanager
     def session(self):
-        """The actor's parameters gathered once for a whole agent-loop run: ranks run different numbers of turns,
-        so nothing inside may be a collective (an unshard per turn would hang a rank waiting for its peers)."""
+        """The actor's parameters gathered once for a whole agent-loop run (AgentLoopRollout enters it)."""
+        self._dummy = None
         with unsharded(self.rollout.model):
             yield
 
+    def lockstep(self) -> bool:
+        """Whether FSDP ranks must run the same generate calls: the sharded model's forward still gathers (its
+        root), so a rank whose trajectories are done keeps generating dummy turns while a peer has turns left."""
+        return dist.is_initialized() and dist.get_world_size() > 1 and bool(fsdp_modules(self.rollout.model))
+
+    def any_active(self, active: bool) -> bool:
+        """Whether any rank still has trajectories to continue (every rank calls this once per round)."""
+        if not self.lockstep():
+            return active
+        flag = torch.tensor([int(active)])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
     @torch.no_grad()
     def generate_turns(self, requests: list[TurnRequest], params: dict) -> list[TurnOutput]:
-        """Inside session() (AgentLoopRollout enters it)."""
+        """Inside session(). In lockstep, every rank makes as many generate calls as the busiest one (dummy
+        one-token turns of its first request where it has fewer)."""
         r = self.rollout
-        micro = r.config.micro_batch_size or len(requests)
+        micro = r.config.micro_batch_size or max(len(requests), 1)
+        if requests and self._dummy is None:
+            first = requests[0]
+            self._dummy = TurnRequest(first.ids, first.images, first.grids, 1)
+        parts = [requests[s:s + micro] for s in range(0, len(requests), micro)]
+        if self.lockstep():
+            calls = torch.tensor([len(parts)])
+            dist.all_reduce(calls, op=dist.ReduceOp.MAX)
+            parts += [[self._dummy]] * (int(calls.item()) - len(parts))
         temperature = params["temperature"] if params["do_sample"] else 1.0
         r.model.eval()
         outputs = []
-        for start in range(0, len(requests), micro):
-            part = requests[start:start + micro]
+        for part in parts:
             config = generation_config(params, max(q.max_new_tokens for q in part), r.eos_ids, r.pad_id, r.suppress)
             with attribute_set(r.model, "generation_config", config):
                 outputs.extend(self._generate(part, config, temperature))
-        return outputs
+        return outputs[:len(requests)]  # the dummy turns come last
 
     def _generate(self, part: list[TurnRequest], config, temperature: float) -> list[TurnOutput]:
         r = self.rollout
@@ -59,6 +81,7 @@ class HFTurns:
             kwargs["mm_token_type_ids"] = (kwargs["input_ids"] == r.image_token_id).int()
         recorder = SampledLogProbs(temperature)
         extra = self.extra_processors() if self.extra_processors is not None else []
+        # an FSDP model: transformers keeps every rank decoding until all are done (synced_gpus), see lockstep()
         sequences = r.model.generate(**kwargs, generation_config=config,
                                      logits_processor=LogitsProcessorList([recorder, *extra]))
         log_probs, _ = recorder.finish(sequences)

@@ -132,9 +132,10 @@ class AgentLoop:
         trajectories = self.start(data)
         asyncio.run(self._start_interactions(trajectories))
         try:
+            any_active = getattr(self.engine, "any_active", lambda active: active)
             while True:
                 active = [t for t in trajectories if not t.done]
-                if not active:
+                if not any_active(bool(active)):  # hf on FSDP: ranks take turns in lockstep (agent_hf.py)
                     return trajectories
                 requests = [TurnRequest([x for s in t.segments for x in s.ids], t.images, t.grids,
                                         self.response_length - self.response_len(t)) for t in active]
