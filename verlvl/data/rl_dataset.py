@@ -16,6 +16,7 @@ from verlvl.data.config import DataConfig
 from verlvl.data.images import DataError, decode_image, fit_image, fitted_size, open_image
 from verlvl.data.sources import read_source
 from verlvl.models.rope import qwen_vl_position_ids, text_position_ids
+from verlvl.models.vision_inputs import expand_image_placeholders
 
 log = logging.getLogger(__name__)
 IMAGE_TAG = "<image>"
@@ -193,18 +194,10 @@ class RLDataset(Dataset):
 
     def _expand(self, engine_ids: list[int], grid: torch.Tensor, where: str) -> list[int]:
         counts = (grid.prod(-1) // self.merge_size**2).tolist()
-        out, k = [], 0
-        for token in engine_ids:
-            if token == self.image_token_id:
-                if k >= len(counts):
-                    raise DataError(f"{where}: the chat template produced more image placeholders than images")
-                out.extend([token] * counts[k])
-                k += 1
-            else:
-                out.append(token)
-        if k != len(counts):
-            raise DataError(f"{where}: the chat template produced {k} image placeholders for {len(counts)} images")
-        return out
+        try:
+            return expand_image_placeholders(engine_ids, self.image_token_id, counts)
+        except ValueError as e:
+            raise DataError(f"{where}: {e}") from None
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from verlvl.models.vision_inputs import expand_image_placeholders
+
 
 class TrajectoryMismatch(ValueError):
     """The tokens a multi-turn rollout built differ from the chat template's render of its conversation."""
@@ -44,19 +46,10 @@ class ChatTurns:
 
     def expand(self, ids: list[int], counts: list[int]) -> list[int]:
         """One placeholder per image -> each image's token count (`counts`, in order); all must be used."""
-        out, k = [], 0
-        for token in ids:
-            if self.image_token_id is not None and token == self.image_token_id:
-                if k >= len(counts):
-                    raise TrajectoryMismatch(f"the template rendered more image placeholders than the {len(counts)} "
-                                             "images")
-                out.extend([token] * counts[k])
-                k += 1
-            else:
-                out.append(token)
-        if k != len(counts):
-            raise TrajectoryMismatch(f"the template rendered {k} image placeholders for {len(counts)} images")
-        return out
+        try:
+            return expand_image_placeholders(ids, self.image_token_id, counts)
+        except ValueError as e:
+            raise TrajectoryMismatch(str(e)) from None
 
     def _turn_end(self) -> str:
         """The text the template writes after an assistant message's content (Qwen: '<|im_end|>\\n')."""
