@@ -16,6 +16,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the scripts im
 
 from geo3k import image_to_bytes
 
+from verlvl.data.sources import json_records
+
 R1_SYSTEM_PROMPT = ("You are a helpful assistant. You first think about the reasoning process in the mind and then "
                     "provide the user with the answer. The reasoning process and answer are enclosed within "
                     "<think> </think> and <answer> </answer> tags, respectively, i.e., <think> reasoning process "
@@ -124,17 +126,7 @@ def read_file(path: Path) -> list[dict]:
         import pyarrow.parquet as pq
 
         return pq.read_table(path).to_pylist()
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
-        return json.loads(text)
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} line {n}: not valid JSON ({e})") from e
-    return rows
+    return json_records(path, str(path))  # a DataError (a ValueError) names the file and line
 
 
 def column_names(data) -> list[str]:

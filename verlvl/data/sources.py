@@ -69,21 +69,26 @@ def read_file(path: Path, spec: str) -> pa.Table:
     return _with_local_image_paths(_read_json(path, spec), path.parent)
 
 
-def _read_json(path: Path, spec: str) -> pa.Table:
+def json_records(path: Path, spec: str) -> list:
+    """The records of a JSON file (a list) or a JSON-lines file; a bad line is a DataError naming it."""
     text = path.read_text(encoding="utf-8")
-    rows = []
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
         try:
-            rows = json.loads(text)
+            return json.loads(text)
         except json.JSONDecodeError as e:
             raise DataError(f"{spec}: not valid JSON (line {e.lineno}: {e.msg})") from e
-    else:  # JSON lines (also a .json file written one record per line, as datasets' to_json does)
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{spec} line {n}: not valid JSON ({e.msg})") from e
+    rows = []  # JSON lines (also a .json file written one record per line, as datasets' to_json does)
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{spec} line {n}: not valid JSON ({e.msg})") from e
+    return rows
+
+
+def _read_json(path: Path, spec: str) -> pa.Table:
+    rows = json_records(path, spec)
     bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
     if bad is not None:
         raise DataError(f"{spec}: record {bad} is a {type(rows[bad]).__name__}, not an object with columns")
