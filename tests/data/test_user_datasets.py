@@ -218,18 +218,24 @@ def test_deepscaler_messages_text_only(tmp_path, capsys, tiny_vl):
     loads([out["train"], out["test"]], tiny_vl, 4)
 
 
-def test_vermulti_geo_subset_reads_images_from_the_tarball(tmp_path, capsys, tiny_vl):
-    """VLM-Reasoner/VerMulti's files: mathv_geo_message.jsonl (+ mathv_geo_img.tar.gz) beside the full set."""
-    with tarfile.open(tmp_path / "mathv_geo_img.tar.gz", "w:gz") as tar:
-        for k in range(2):
+def vermulti_geo_files(root, images: int, rows: int) -> None:
+    """VerMulti's geometry subset as the hub repo has it: mathv_geo_message.jsonl and mathv_geo_img.tar.gz
+    (rows past `images` name an image the tarball lacks)."""
+    with tarfile.open(root / "mathv_geo_img.tar.gz", "w:gz") as tar:
+        for k in range(images):
             data = png((0, 100 + k, 0), (30 + k, 20))
             info = tarfile.TarInfo(f"mathv_geo_img/{k}.png")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     geo = [{"message": message([{"type": "image", "image": f"file:///data/lmm-r1/mathv_geo_img/{k}.png"},
                                 {"type": "text", "text": f"Find angle {k}."}]), "answer": f"${30 + k}$"}
-           for k in range(3)]  # image 2 is missing
-    (tmp_path / "mathv_geo_message.jsonl").write_text("\n".join(json.dumps(g) for g in geo))
+           for k in range(rows)]
+    (root / "mathv_geo_message.jsonl").write_text("\n".join(json.dumps(g) for g in geo))
+
+
+def test_vermulti_geo_subset_reads_images_from_the_tarball(tmp_path, capsys, tiny_vl):
+    """VLM-Reasoner/VerMulti's files: mathv_geo_message.jsonl (+ mathv_geo_img.tar.gz) beside the full set."""
+    vermulti_geo_files(tmp_path, images=2, rows=3)  # image 2 is missing
     (tmp_path / "mathv60k_message.jsonl").write_text(json.dumps({"message": message("x"), "answer": "1"}))
     out = load_script("vermulti").main(["--local_dataset_path", str(tmp_path), "--subset", "geo",
                                         "--local_save_dir", str(tmp_path / "o"), "--test_size", "0"])

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 from PIL import Image
 
 from tests.data.test_geo3k import load_script
-from tests.data.test_user_datasets import hub_parquet, message, png
+from tests.data.test_user_datasets import hub_parquet, message, vermulti_geo_files
 
 
 def convert(script: str, source: Path, out: Path, *extra: str) -> dict:
@@ -60,14 +58,5 @@ def deepscaler(root: Path, n: int = 6) -> dict:
 
 def vermulti_geo(root: Path, n: int = 6) -> dict:
     root.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(root / "mathv_geo_img.tar.gz", "w:gz") as tar:
-        for k in range(n):
-            data = png((0, 100 + k, 0), (30 + k, 20))
-            info = tarfile.TarInfo(f"mathv_geo_img/{k}.png")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    geo = [{"message": message([{"type": "image", "image": f"file:///data/lmm-r1/mathv_geo_img/{k}.png"},
-                                {"type": "text", "text": f"Find angle {k}."}]), "answer": f"${30 + k}$"}
-           for k in range(n)]
-    (root / "mathv_geo_message.jsonl").write_text("\n".join(json.dumps(g) for g in geo))
+    vermulti_geo_files(root, images=n, rows=n)
     return convert("vermulti", root, root / "data", "--subset", "geo", "--test_size", "2")
