@@ -129,3 +129,18 @@ def test_process_groups_carry_host_and_device_tensors_on_cuda():
 
     assert get_dist_backend(cuda=True) == "cpu:gloo,cuda:nccl"
     assert get_dist_backend(cuda=False) == "gloo"
+
+
+def test_the_compute_dtype_an_engine_with_its_own_weights_is_built_in():
+    """rollout.dtype=auto builds vLLM in this dtype: bf16 on sharded CUDA ranks (or the mixed_precision dict's
+    param_dtype), fp32 where FSDP2's mixed precision does not apply (CPU, unsharded, mixed_precision=false)."""
+    from verlvl.engine.fsdp import compute_dtype
+    from verlvl.workers.config import FSDPConfig
+
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert compute_dtype(FSDPConfig().dtypes(), cuda, sharded=True) == torch.bfloat16
+    half = FSDPConfig(mixed_precision={"param_dtype": "fp16", "reduce_dtype": "fp32"}).dtypes()
+    assert compute_dtype(half, cuda, sharded=True) == torch.float16
+    assert compute_dtype(FSDPConfig(mixed_precision=False).dtypes(), cuda, sharded=True) == torch.float32
+    assert compute_dtype(FSDPConfig().dtypes(), cuda, sharded=False) == torch.float32
+    assert compute_dtype(FSDPConfig().dtypes(), cpu, sharded=True) == torch.float32

@@ -31,6 +31,13 @@ def fsdp_kwargs(on_cuda: bool, mixed_precision: bool = True, offload_policy: boo
     return kwargs
 
 
+def compute_dtype(mixed_precision: tuple[torch.dtype, torch.dtype] | None, device: torch.device,
+                  sharded: bool) -> torch.dtype:
+    """The dtype a model's forward computes in: FSDP2's param_dtype where its mixed-precision policy applies
+    (CUDA, sharded), else fp32. `mixed_precision`: FSDPConfig.dtypes()."""
+    return mixed_precision[0] if mixed_precision is not None and device.type == "cuda" and sharded else torch.float32
+
+
 def vision_tower(model: nn.Module) -> nn.Module | None:
     inner = getattr(model, "model", model)
     return getattr(inner, "visual", None)

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from verlvl.config.verl_keys import keys_under
 from verlvl.engine.checkpoint import export_hf, load_sharded, save_sharded
 from verlvl.engine.forward import PixelStore, install_dummy_vision_pass
-from verlvl.engine.fsdp import apply_fsdp2, freeze_vision_tower, fsdp_kwargs, move_model
+from verlvl.engine.fsdp import apply_fsdp2, compute_dtype, freeze_vision_tower, fsdp_kwargs, move_model
 from verlvl.engine.loading import load_model, parameters_on_meta, release_dtype
 from verlvl.engine.loading import load_sharded as load_sharded_model
 from verlvl.engine.lora import adapters_disabled, add_adapters, has_adapters, load_adapter, lora_spec
@@ -157,9 +157,10 @@ class ActorRolloutRefWorker(ModelWorker):
                 optimizer, scheduler = build_optimizer(model, self.actor_config.optim)
             self.actor = PPOActor(model, self.actor_config, self.processor, optimizer, scheduler, _dp_size(),
                                   never_sampled, self.device, self.pixel_store, mc.use_remove_padding)
-            if self.has_rollout:
+            if self.has_rollout:  # an engine with its own weights computes in the actor's dtype (rollout.dtype=auto)
+                dtype = compute_dtype(self.actor_config.fsdp_config.dtypes(), self.device, dist.is_initialized())
                 self.rollout = self.build_rollout(model, path, self.tokenizer, self.processor, self.rollout_config,
-                                                  self._compute_dtype(), self.device, pixel_store=self.pixel_store)
+                                                  dtype, self.device, pixel_store=self.pixel_store)
                 self.switch = self._rollout_switch()
         if self.has_ref and lora is not None and self.actor is not None:
             # LoRA: the reference is the actor's own model with its adapters off (no second copy)
@@ -199,11 +200,6 @@ class ActorRolloutRefWorker(ModelWorker):
 
     def _generating(self):
         return self.switch.generating() if self.switch is not None else self._resident(self.actor.model)
-
-    def _compute_dtype(self) -> torch.dtype:
-        dtypes = self.actor_config.fsdp_config.dtypes()
-        mixed = dtypes is not None and self.device.type == "cuda" and dist.is_initialized()
-        return dtypes[0] if mixed else torch.float32
 
     @register(mesh_name="rollout")
     @device_boundary
