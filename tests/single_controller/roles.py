@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 
 import torch
 import torch.distributed as dist
@@ -65,6 +66,14 @@ class EchoWorker(Worker):
             os.kill(os.getpid(), signal.SIGKILL)
         dist.barrier()
         return "unreachable"
+
+    @register(Dispatch.ONE_TO_ALL)
+    def raise_before_peer_dies(self):
+        """Rank 0's error arrives first, rank 1's death a moment later: the death is what gets reported."""
+        if self.rank == 1:
+            time.sleep(1.0)
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError("Connection reset by peer")
 
 
 class MeshWorker(Worker):

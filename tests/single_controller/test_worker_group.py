@@ -142,6 +142,18 @@ def test_dead_worker_is_reported_not_a_hang(ray_local):
         pool.release()
 
 
+def test_a_peer_death_is_reported_before_the_error_it_caused(ray_local):
+    pool = RayResourcePool([2], use_gpu=False)
+    group = RayWorkerGroup(pool, RayClassWithInitArgs(EchoWorker), role="actor_rollout")
+    try:
+        with pytest.raises(WorkerError, match=r"rank 1 .* died during raise_before_peer_dies: .*"
+                                              r"\(and so worker 'actor_rollout' rank 0 .*Connection reset by peer"):
+            group.raise_before_peer_dies()
+    finally:
+        group.shutdown()
+        pool.release()
+
+
 def test_pool_larger_than_cluster_is_a_clear_error(ray_local):
     with pytest.raises(RuntimeError, match=r"cannot hold 2 CPU worker slot.*it has 1 node"):
         RayResourcePool([1, 1], use_gpu=False).placement_group()

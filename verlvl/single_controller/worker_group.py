@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -187,9 +188,28 @@ class RayWorkerGroup:
                 except RayActorError as e:
                     raise WorkerError(f"{self._where(worker_indices[i])} died during {method}: {_cause(e)}") from e
                 except RayTaskError as e:
+                    self._raise_if_one_died(pending, index_of, worker_indices, method, consequence=(i, e))
                     raise WorkerError(f"{self._where(worker_indices[i])} raised in {method}: {_cause(e)}",
                                       e.cause) from e
         return results
+
+    def _raise_if_one_died(self, pending: list, index_of: dict, worker_indices: list[int], method: str,
+                           consequence: tuple, grace_s: float = 5.0) -> None:
+        """A rank that raised may only be reacting to a peer that died (a collective's 'connection reset'):
+        give the others a moment, and report a death first, since that is the cause to look at."""
+        deadline = time.monotonic() + grace_s
+        while pending and time.monotonic() < deadline:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            for ref in ready:
+                try:
+                    ray.get(ref)
+                except RayActorError as e:
+                    i, seen = consequence
+                    raise WorkerError(f"{self._where(worker_indices[index_of[ref]])} died during {method}: "
+                                      f"{_cause(e)} (and so {self._where(worker_indices[i])} raised: "
+                                      f"{_cause(seen)})") from e
+                except RayTaskError:
+                    pass
 
     def _where(self, worker_index: int) -> str:
         info = self._worker_info[worker_index] if worker_index < len(self._worker_info) else {}
