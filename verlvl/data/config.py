@@ -7,32 +7,35 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from verlvl.config.defaults import YAML, yaml_default, yaml_defaults
+
 TRUNCATION_MODES = ("error", "left", "right")
 
 
 @dataclass(frozen=True)
+@yaml_defaults("data")  # `= YAML`: conf/data/default.yaml's default, written there only
 class DataConfig:
-    train_files: tuple[str, ...] = ()
-    val_files: tuple[str, ...] = ()
-    prompt_key: str = "prompt"
-    image_key: str = "images"
-    max_prompt_length: int = 512
-    max_response_length: int = 512
-    train_batch_size: int = 8
-    gen_batch_size: int | None = None  # prompts per generation batch under dynamic sampling (None: train's)
-    val_batch_size: int | None = None
-    truncation: str = "error"
-    filter_overlong_prompts: bool = True
-    return_raw_chat: bool = False
-    shuffle: bool = True
-    seed: int = 1
-    min_pixels: int | None = None
-    max_pixels: int | None = None
-    dataloader_num_workers: int = 0
-    train_max_samples: int = -1
-    val_max_samples: int = -1
-    apply_chat_template_kwargs: dict = field(default_factory=dict)
-    reward_fn_key: str = "data_source"  # the column passed to the reward function as data_source
+    train_files: tuple[str, ...] = field(default_factory=lambda: _as_paths(yaml_default("data.train_files")))
+    val_files: tuple[str, ...] = field(default_factory=lambda: _as_paths(yaml_default("data.val_files")))
+    prompt_key: str = YAML
+    image_key: str = YAML
+    max_prompt_length: int = YAML
+    max_response_length: int = YAML
+    train_batch_size: int = YAML
+    gen_batch_size: int | None = YAML  # prompts per generation batch under dynamic sampling (None: train's)
+    val_batch_size: int | None = YAML
+    truncation: str = YAML
+    filter_overlong_prompts: bool = YAML
+    return_raw_chat: bool = YAML
+    shuffle: bool = YAML
+    seed: int = YAML
+    min_pixels: int | None = YAML
+    max_pixels: int | None = YAML
+    dataloader_num_workers: int = YAML
+    train_max_samples: int = YAML
+    val_max_samples: int = YAML
+    apply_chat_template_kwargs: dict = YAML
+    reward_fn_key: str = YAML  # the column passed to the reward function as data_source
 
     def __post_init__(self):
         if self.truncation not in TRUNCATION_MODES:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from verlvl.config.defaults import setting
+
 log = logging.getLogger(__name__)
 MARKER = "latest_checkpointed_iteration.txt"  # veRL's name
 
@@ -27,7 +29,7 @@ class Checkpointer:
         self.run_dir = Path(run_dir)
         self.keep = t.get("max_actor_ckpt_to_keep")
         self.keep_critic = t.get("max_critic_ckpt_to_keep")
-        self.resume_mode = t.get("resume_mode", "auto")
+        self.resume_mode = setting(t, "trainer.resume_mode")
         self.resume_from = t.get("resume_from_path")
         if self.resume_mode not in ("auto", "disable", "resume_path"):
             raise ValueError(f"trainer.resume_mode={self.resume_mode!r}: use auto, disable or resume_path")

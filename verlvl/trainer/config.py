@@ -9,6 +9,7 @@ from typing import Any
 
 from verlvl.algos import ADV_ESTIMATORS, KL_PENALTIES, LOSS_AGG_MODES, POLICY_LOSSES
 from verlvl.algos.rollout_correction import RolloutCorrectionConfig
+from verlvl.config.defaults import setting
 from verlvl.config.known_keys import default_tree, key_problems
 from verlvl.data import sources
 from verlvl.data.config import DataConfig
@@ -56,11 +57,12 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
                                       strict=False))
     _check_values_not_done_here(cfg, typed["model"], errors)
 
-    nnodes, per_node = int(trainer.get("nnodes", 1)), int(trainer.get("n_gpus_per_node", 8))
+    nnodes = int(setting(trainer, "trainer.nnodes"))
+    per_node = int(setting(trainer, "trainer.n_gpus_per_node"))
     world = nnodes * per_node
     if nnodes < 1 or per_node < 1:
         errors.append(f"trainer.nnodes={nnodes} and trainer.n_gpus_per_node={per_node} must both be at least 1")
-    device = trainer.get("device", "auto")
+    device = setting(trainer, "trainer.device")
     use_gpu = is_cuda_available() if device == "auto" else device == "cuda"
     if device not in ("auto", "cuda", "cpu"):
         errors.append(f"trainer.device={device!r}: use auto, cuda or cpu")
@@ -114,14 +116,14 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
             errors.append(f"actor_rollout_ref.actor.loss_agg_mode={actor.loss_agg_mode!r}: use one of {LOSS_AGG_MODES}")
         if actor.kl_loss_type not in KL_PENALTIES:
             errors.append(f"actor_rollout_ref.actor.kl_loss_type={actor.kl_loss_type!r}: use one of {KL_PENALTIES}")
-    estimator = algo.get("adv_estimator", "gae")  # the YAML's default (veRL's), for configs built by hand
+    estimator = setting(algo, "algorithm.adv_estimator")  # the YAML's default for configs built by hand
     if estimator not in ADV_ESTIMATORS:
         errors.append(f"algorithm.adv_estimator={estimator!r}: use one of {sorted(ADV_ESTIMATORS)}")
-    if algo.get("kl_penalty", "kl") not in KL_PENALTIES:
+    if setting(algo, "algorithm.kl_penalty") not in KL_PENALTIES:
         errors.append(f"algorithm.kl_penalty={algo.get('kl_penalty')!r}: use one of {KL_PENALTIES}")
     from verlvl.reward.managers import REWARD_MANAGERS
 
-    manager = (cfg.get("reward_model") or {}).get("reward_manager", "naive")
+    manager = setting(cfg.get("reward_model"), "reward_model.reward_manager")
     if manager not in REWARD_MANAGERS:
         errors.append(f"reward_model.reward_manager={manager!r}: use one of {sorted(REWARD_MANAGERS)}")
     reward_path = (cfg.get("custom_reward_function") or {}).get("path")
@@ -157,7 +159,7 @@ def check_config(cfg: dict[str, Any], resolve_builtins: bool = True) -> Derived:
 
     critic_enable = critic_cfg.get("enable")
     use_critic = (estimator == "gae") if critic_enable is None else bool(critic_enable)
-    use_reference = bool(actor.use_kl_loss or algo.get("use_kl_in_reward", False))
+    use_reference = bool(actor.use_kl_loss or setting(algo, "algorithm.use_kl_in_reward"))
     # One update per batch: the old log-probs are the rollout's own, unless the engine computes them with
     # other kernels: on GPU (bf16; vLLM's own attention, or hf's unsharded generate-time forward against the
     # FSDP2 mixed-precision one) the trainer recomputes them, so the ratio starts at 1 and the mismatch

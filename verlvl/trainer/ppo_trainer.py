@@ -13,6 +13,7 @@ from tqdm import tqdm
 from verlvl.algos import ConfigView, compute_advantage, get_kl_controller, kl_in_reward_metric, kl_penalty
 from verlvl.algos.rollout_correction import (RolloutCorrectionConfig, bypass_old_log_probs, mismatch_metrics,
                                              rollout_correction)
+from verlvl.config.defaults import setting
 from verlvl.protocol import DataProto, as_object_array
 from verlvl.trainer.dumps import RunSamples
 from verlvl.trainer.balance import balance_batch
@@ -41,7 +42,7 @@ def for_workers(batch: DataProto, *tensors: str) -> DataProto:
 
 def total_training_steps(trainer_cfg: dict, batches_per_epoch: int) -> int:
     """trainer.total_training_steps, capped by trainer.total_epochs passes over the data."""
-    by_epochs = trainer_cfg.get("total_epochs", 1) * batches_per_epoch
+    by_epochs = setting(trainer_cfg, "trainer.total_epochs") * batches_per_epoch
     steps = trainer_cfg.get("total_training_steps")
     return int(min(steps, by_epochs) if steps else by_epochs)
 
@@ -70,11 +71,12 @@ class PPOTrainer:
             self.global_step = self.checkpointer.resume(self)
         total = self.total_steps()
         last = {}
-        if self.trainer_cfg.get("val_only", False):  # evaluate the model (or the resumed checkpoint), no training
+        if setting(self.trainer_cfg, "trainer.val_only"):  # evaluate the model (or the resumed checkpoint) only
             last = self.validate()
             self.tracker.log(last, step=self.global_step)
             return last
-        if self.val_loader is not None and self.trainer_cfg.get("val_before_train", True) and self.global_step == 0:
+        val_first = setting(self.trainer_cfg, "trainer.val_before_train")
+        if self.val_loader is not None and val_first and self.global_step == 0:
             self.tracker.log(self.validate(), step=0)
         progress = tqdm(total=total, initial=self.global_step, desc="training", unit="step", dynamic_ncols=True)
         stream = self.train_loader.iterate_forever()
@@ -84,7 +86,7 @@ class PPOTrainer:
             self.reset_compute_counters()  # validation and checkpoints between steps are not step time
             with self.timer("step", timing):
                 batch, reward, sampling_metrics = self.sample(stream, timing)
-                if self.trainer_cfg.get("balance_batch", True):  # similar token counts on every worker
+                if setting(self.trainer_cfg, "trainer.balance_batch"):  # similar token counts on every worker
                     sampling_metrics.update(balance_batch(batch, self.derived.world_size))
                 with self.timer("old_log_prob", timing):
                     old_metrics = {**self.old_log_probs(batch), **self.correct_rollout(batch)}
@@ -101,7 +103,7 @@ class PPOTrainer:
                 if self.derived.use_critic:
                     with self.timer("update_critic", timing):
                         update_metrics.update(self.update_critic(batch))
-                if self.global_step > self.trainer_cfg.get("critic_warmup", 0):
+                if self.global_step > setting(self.trainer_cfg, "trainer.critic_warmup"):
                     with self.timer("update_actor", timing):
                         update_metrics.update(self.update_actor(batch))
                     with self.timer("weight_sync", timing):
@@ -111,10 +113,10 @@ class PPOTrainer:
                        **kl_metrics, **reward.get("reward_metrics", {}), **self.batch_metrics(batch, timing)}
             last_step = self.global_step == total
             if self.val_loader is not None and (self.should("test_freq") or (
-                    last_step and (self.trainer_cfg.get("test_freq", -1) or -1) > 0)):
+                    last_step and (setting(self.trainer_cfg, "trainer.test_freq") or -1) > 0)):
                 metrics.update(self.validate())
             if self.checkpointer is not None and (self.should("save_freq") or (
-                    last_step and self.trainer_cfg.get("save_final", True))):
+                    last_step and setting(self.trainer_cfg, "trainer.save_final"))):
                 self.checkpointer.save(self)
             self.tracker.log(metrics, step=self.global_step)
             self.keep_samples(batch, reward)
@@ -155,7 +157,7 @@ class PPOTrainer:
     def generate(self, batch: DataProto, kind: str) -> DataProto:
         """The rollout. The first generation of each kind (train, val), or every one with
         rollout.check_tokens=every_step, passes the image-token guard (workers/rollout/token_guard.py)."""
-        mode = self.cfg["actor_rollout_ref"]["rollout"].get("check_tokens", "first_step")
+        mode = setting(self.cfg["actor_rollout_ref"]["rollout"], "actor_rollout_ref.rollout.check_tokens")
         if mode == "every_step" or (mode == "first_step" and kind not in self.tokens_checked):
             batch.meta_info["check_tokens"] = True
             self.tokens_checked.add(kind)
@@ -171,10 +173,11 @@ class PPOTrainer:
         groups whose responses disagree on filter_groups.metric, from as many generation batches as it
         takes to keep data.train_batch_size prompts (at most filter_groups.max_num_gen_batches)."""
         groups = self.algo.get("filter_groups") or {}
-        if not groups.get("enable", False):
+        if not setting(groups, "algorithm.filter_groups.enable"):
             batch, reward = self.generate_and_score(next(stream), timing)
             return batch, reward, {}
-        want, limit = int(self.cfg["data"]["train_batch_size"]), int(groups.get("max_num_gen_batches", 0) or 0)
+        want = int(self.cfg["data"]["train_batch_size"])
+        limit = int(setting(groups, "algorithm.filter_groups.max_num_gen_batches") or 0)
         kept, rewards, n_kept, n_seen = [], [], 0, 0
         while n_kept < want:
             if 0 < limit <= len(rewards):
@@ -207,7 +210,7 @@ class PPOTrainer:
         that forward pass is skipped, except every trainer.mismatch_check_freq steps, when it runs and
         training/rollout_probs_diff_* say how far apart the two really are. rollout_correction.bypass_mode
         always uses the rollout's."""
-        check = self.trainer_cfg.get("mismatch_check_freq", 10) or -1
+        check = setting(self.trainer_cfg, "trainer.mismatch_check_freq") or -1
         measure = check > 0 and self.global_step % check == 0  # the shortcut's premise, measured
         has_rollout = "rollout_log_probs" in batch.batch.keys()
         shortcut = self.derived.on_policy and not measure and not self.correction.enabled
@@ -265,10 +268,11 @@ class PPOTrainer:
 
     def apply_kl_in_reward(self, batch: DataProto) -> dict[str, float]:
         scores, mask = batch.batch["token_level_scores"], batch.batch["response_mask"]
-        if not self.algo.get("use_kl_in_reward", False):
+        if not setting(self.algo, "algorithm.use_kl_in_reward"):
             batch.batch["token_level_rewards"] = scores
             return {}
-        kld = kl_penalty(batch.batch["old_log_probs"], batch.batch["ref_log_prob"], self.algo.get("kl_penalty", "kl"))
+        kld = kl_penalty(batch.batch["old_log_probs"], batch.batch["ref_log_prob"],
+                         setting(self.algo, "algorithm.kl_penalty"))
         kld = kld * mask
         beta = self.kl_ctrl.value
         batch.batch["token_level_rewards"] = scores - beta * kld
@@ -277,12 +281,12 @@ class PPOTrainer:
         return {"actor/reward_kl_penalty": current, "actor/reward_kl_penalty_coeff": beta}
 
     def compute_advantage(self, batch: DataProto) -> None:
-        name = self.algo.get("adv_estimator", "grpo")
+        name = setting(self.algo, "algorithm.adv_estimator")
         kwargs = {"token_level_rewards": batch.batch["token_level_rewards"],
                   "response_mask": batch.batch["response_mask"],
-                  "index": batch.non_tensor_batch["uid"], "gamma": self.algo.get("gamma", 1.0),
-                  "lam": self.algo.get("lam", 1.0), "config": ConfigView(self.algo),
-                  "norm_adv_by_std_in_grpo": self.algo.get("norm_adv_by_std_in_grpo", True)}
+                  "index": batch.non_tensor_batch["uid"], "gamma": setting(self.algo, "algorithm.gamma"),
+                  "lam": setting(self.algo, "algorithm.lam"), "config": ConfigView(self.algo),
+                  "norm_adv_by_std_in_grpo": setting(self.algo, "algorithm.norm_adv_by_std_in_grpo")}
         if "values" in batch.batch.keys():
             kwargs["values"] = batch.batch["values"]
         if "reward_baselines" in batch.batch.keys():
@@ -312,7 +316,7 @@ class PPOTrainer:
                 infos["reward" if key == "score" else key] += [v if isinstance(v, str) else float(v) for v in values]
             samples += self.samples.add("val", self.global_step, out, self.tokenizer,
                                         reward["reward_tensor"].sum(-1).tolist(), reward["reward_extra_info"])
-        shown = samples[:self.trainer_cfg.get("log_val_generations", 0)]
+        shown = samples[:setting(self.trainer_cfg, "trainer.log_val_generations")]
         for s in shown:
             log.info("[validation] %s | response %r | ground truth %r | score %.3f", s["row"], s["output"], s["gts"],
                      s["score"])

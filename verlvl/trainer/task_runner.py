@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from verlvl.config.defaults import setting
 from verlvl.data.collate import collate_fn
 from verlvl.data.config import DataConfig
 from verlvl.data.images import DataError
@@ -34,10 +35,11 @@ log = logging.getLogger(__name__)
 def build_reward(cfg: dict, tokenizer):
     """The reward manager; the reward function is loaded and checked here, before any model loads."""
     rm = cfg.get("reward_model") or {}
-    name = rm.get("reward_manager", "naive")
-    kwargs = dict(num_workers=rm.get("num_workers", 8), timeout_s=rm.get("timeout_s", 10.0),
+    name = setting(rm, "reward_model.reward_manager")
+    kwargs = dict(num_workers=setting(rm, "reward_model.num_workers"),
+                  timeout_s=setting(rm, "reward_model.timeout_s"),
                   reward_fn_key=(cfg.get("data") or {}).get("reward_fn_key") or "data_source",
-                  error_score=rm.get("error_score", 0.0))
+                  error_score=setting(rm, "reward_model.error_score"))
     if name == "dapo":
         kwargs.update(max_resp_len=cfg["data"]["max_response_length"], overlong_buffer_cfg=rm.get("overlong_buffer"))
     import_external_lib(cfg["actor_rollout_ref"]["model"].get("external_lib"))  # a reward manager it registers
@@ -48,7 +50,8 @@ def build_loaders(cfg: dict, derived: Derived, tokenizer, processor):
     data_cfg = DataConfig.from_mapping({**cfg["data"], "train_files": list(derived.train_files),
                                         "val_files": list(derived.val_files)})
     train = RLDataset(list(derived.train_files), tokenizer, processor, data_cfg, data_cfg.train_max_samples)
-    dynamic = bool(((cfg.get("algorithm") or {}).get("filter_groups") or {}).get("enable", False))
+    filter_groups = (cfg.get("algorithm") or {}).get("filter_groups")
+    dynamic = bool(setting(filter_groups, "algorithm.filter_groups.enable"))
     batch_size = (data_cfg.gen_batch_size or data_cfg.train_batch_size) if dynamic else data_cfg.train_batch_size
     train_loader = ResumableLoader(train, batch_size, shuffle=data_cfg.shuffle, seed=data_cfg.seed,
                                    num_workers=data_cfg.dataloader_num_workers, collate_fn=collate_fn)
@@ -87,7 +90,7 @@ def worker_configs(cfg: dict, derived: Derived, total_steps: int) -> tuple[dict,
     for key in ("tool_config_path", "interaction_config_path"):  # workers run in other folders; builtin:// is written
         if multi_turn.get(key):
             multi_turn[key] = str(Path(builtin.resolve(multi_turn[key])).expanduser().resolve())
-    arr["seed"] = cfg["trainer"].get("seed", 1)
+    arr["seed"] = setting(cfg["trainer"], "trainer.seed")
     critic = copy.deepcopy(cfg.get("critic") or {})
     critic.pop("enable", None)
     critic_path = critic.setdefault("model", {}).get("path") or cfg["actor_rollout_ref"]["model"]["path"]
@@ -133,8 +136,9 @@ def run(cfg: dict, derived: Derived) -> RunResult:
     for w in workers:
         log.info("worker rank %d on node %s (pid %d)", w["rank"], w["node_ip"], w["pid"])
     run_dir = Path(trainer_cfg["default_local_dir"])
-    tracker = Tracking(trainer_cfg.get("logger", ["console"]), trainer_cfg.get("project_name", "verlvl"),
-                       trainer_cfg.get("experiment_name", "run"), str(run_dir), config=cfg, console=tqdm.write)
+    tracker = Tracking(setting(trainer_cfg, "trainer.logger"), setting(trainer_cfg, "trainer.project_name"),
+                       setting(trainer_cfg, "trainer.experiment_name"), str(run_dir), config=cfg,
+                       console=tqdm.write)
     print(f"[verlvl] metrics and checkpoints go to {run_dir.resolve()}; "
           f"plot them with: python -m verlvl.plot {run_dir}")
     save_config(cfg, run_dir)

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
+
+from verlvl.config.defaults import YAML, yaml_defaults
+
+# A field's default written `= YAML` is conf/'s (config/defaults.py), written there only; a field the YAML
+# lacks keeps its Python default. tests/trainer/test_yaml_defaults.py checks every field the YAML has.
+_AR = "actor_rollout_ref"
+_ACTOR, _ROLLOUT = f"{_AR}.actor", f"{_AR}.rollout"
 
 
 def from_mapping(cls, mapping: Mapping[str, Any] | None, prefix: str, ignored: frozenset | None = None,
@@ -40,16 +47,17 @@ def from_mapping(cls, mapping: Mapping[str, Any] | None, prefix: str, ignored: f
 
 
 @dataclass(frozen=True)
+@yaml_defaults(f"{_ACTOR}.optim")  # the actor's; CriticConfig.optim: critic.optim's
 class OptimConfig:
-    lr: float = 1e-6
-    weight_decay: float = 0.01
-    betas: tuple = (0.9, 0.999)
-    lr_warmup_steps: int = -1  # -1: use lr_warmup_steps_ratio
-    lr_warmup_steps_ratio: float = 0.0
-    lr_scheduler_type: str = "constant"  # after warmup: constant | cosine (veRL's name)
-    warmup_style: str | None = None  # veRL's older name for lr_scheduler_type; wins when set
-    min_lr_ratio: float = 0.0
-    total_training_steps: int = -1  # set by the trainer
+    lr: float = YAML
+    weight_decay: float = YAML
+    betas: tuple = YAML
+    lr_warmup_steps: int = YAML  # -1: use lr_warmup_steps_ratio
+    lr_warmup_steps_ratio: float = YAML
+    lr_scheduler_type: str = YAML  # after warmup: constant | cosine (veRL's name)
+    warmup_style: str | None = YAML  # veRL's older name for lr_scheduler_type; wins when set
+    min_lr_ratio: float = YAML
+    total_training_steps: int = YAML  # set by the trainer
 
     def __post_init__(self):
         for key in ("lr_scheduler_type", "warmup_style"):
@@ -63,15 +71,16 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+@yaml_defaults(f"{_ACTOR}.fsdp_config")
 class FSDPConfig:
     """Offload switches as in veRL (CUDA only: on CPU everything already lives on the host)."""
 
-    param_offload: bool = False  # sharded parameters (and gradients) on the host between worker calls
-    optimizer_offload: bool = False  # Adam's moments on the host between updates
-    offload_policy: bool = False  # FSDP2's CPUOffloadPolicy: shards on the host, each layer copied in to compute
+    param_offload: bool = YAML  # sharded parameters (and gradients) on the host between worker calls
+    optimizer_offload: bool = YAML  # Adam's moments on the host between updates
+    offload_policy: bool = YAML  # FSDP2's CPUOffloadPolicy: shards on the host, each layer copied in to compute
     # CUDA only (CPU computes in fp32): veRL's {param_dtype, reduce_dtype, buffer_dtype}; None or true: bf16
     # compute with fp32 reduce; false: fp32 compute
-    mixed_precision: bool | dict | None = None
+    mixed_precision: bool | dict | None = YAML
 
     def __post_init__(self):
         self.dtypes()  # a wrong dtype name is an error here, naming the key
@@ -111,15 +120,16 @@ def torch_dtype(name: str, key: str = "dtype"):
 
 
 @dataclass(frozen=True)
+@yaml_defaults(f"{_ACTOR}.policy_loss")
 class PolicyLossConfig:
     """actor.policy_loss as veRL writes it; a plain string is its loss_mode."""
 
-    loss_mode: str = "vanilla"
-    clip_cov_ratio: float = 0.0002  # loss_mode=clip_cov: fraction of tokens clipped by covariance
-    clip_cov_lb: float = 1.0  # clip_cov: covariance band
-    clip_cov_ub: float = 5.0
-    kl_cov_ratio: float = 0.0002  # loss_mode=kl_cov: fraction of tokens given the KL penalty
-    ppo_kl_coef: float = 0.1  # kl_cov: its coefficient
+    loss_mode: str = YAML
+    clip_cov_ratio: float = YAML  # loss_mode=clip_cov: fraction of tokens clipped by covariance
+    clip_cov_lb: float = YAML  # clip_cov: covariance band
+    clip_cov_ub: float = YAML
+    kl_cov_ratio: float = YAML  # loss_mode=kl_cov: fraction of tokens given the KL penalty
+    ppo_kl_coef: float = YAML  # kl_cov: its coefficient
 
     @classmethod
     def from_value(cls, value) -> "PolicyLossConfig":
@@ -129,62 +139,65 @@ class PolicyLossConfig:
 
 
 @dataclass(frozen=True)
+@yaml_defaults(_ACTOR, policy_loss=PolicyLossConfig, optim=OptimConfig, fsdp_config=FSDPConfig)
 class ActorConfig:
-    ppo_mini_batch_size: int = 8  # prompts per optimizer step, before rollout.n
-    ppo_micro_batch_size_per_gpu: int = 4  # rows per forward/backward
-    use_dynamic_bsz: bool = False
-    ppo_max_token_len_per_gpu: int = 16384
-    ppo_epochs: int = 1
-    shuffle: bool = False
-    clip_ratio: float = 0.2
-    clip_ratio_low: float | None = None
-    clip_ratio_high: float | None = None
-    clip_ratio_c: float = 3.0
-    loss_agg_mode: str = "token-mean"
-    policy_loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
-    tis_imp_ratio_cap: float = -1.0  # > 0: truncated importance sampling against the rollout's log-probs
-    entropy_coeff: float = 0.0
-    use_kl_loss: bool = False
-    kl_loss_coef: float = 0.001
-    kl_loss_type: str = "low_var_kl"
-    grad_clip: float = 1.0
-    freeze_vision_tower: bool = False
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    fsdp_config: FSDPConfig = field(default_factory=FSDPConfig)
+    ppo_mini_batch_size: int = YAML  # prompts per optimizer step, before rollout.n
+    ppo_micro_batch_size_per_gpu: int = YAML  # rows per forward/backward
+    use_dynamic_bsz: bool = YAML
+    ppo_max_token_len_per_gpu: int = YAML
+    ppo_epochs: int = YAML
+    shuffle: bool = YAML
+    clip_ratio: float = YAML
+    clip_ratio_low: float | None = YAML
+    clip_ratio_high: float | None = YAML
+    clip_ratio_c: float = YAML
+    loss_agg_mode: str = YAML
+    policy_loss: PolicyLossConfig = YAML
+    tis_imp_ratio_cap: float = YAML  # > 0: truncated importance sampling against the rollout's log-probs
+    entropy_coeff: float = YAML
+    use_kl_loss: bool = YAML
+    kl_loss_coef: float = YAML
+    kl_loss_type: str = YAML
+    grad_clip: float = YAML
+    freeze_vision_tower: bool = YAML
+    optim: OptimConfig = YAML
+    fsdp_config: FSDPConfig = YAML
 
 
 @dataclass(frozen=True)
+@yaml_defaults(f"{_AR}.model")
 class ModelConfig:
-    path: str = ""
-    external_lib: str | None = None  # a user module (name or .py path) imported first: its registrations
-    enable_gradient_checkpointing: bool = False
-    trust_remote_code: bool = False
-    attn_implementation: str | None = None  # None: transformers' default (sdpa); or flash_attention_2
-    use_remove_padding: bool = False  # padding-free (packed) forwards: flash-attention varlen on GPU, sdpa on CPU
-    custom_chat_template: str | None = None  # a Jinja chat template used instead of the tokenizer's
-    override_config: dict = field(default_factory=dict)  # set on the HF config at load (engine/loading.py)
-    lora_rank: int = 0  # > 0: train LoRA adapters of this rank on the language model (engine/lora.py)
-    lora_alpha: float = 16  # the adapters' scaling is lora_alpha / lora_rank
-    target_modules: Any = "all-linear"  # "all-linear" or a list of module names (q_proj, v_proj, ...)
-    exclude_modules: str | None = None  # a regex of module names left alone (None: the vision tower)
-    lora_adapter_path: str | None = None  # start from this peft adapter folder
+    path: str = YAML
+    external_lib: str | None = YAML  # a user module (name or .py path) imported first: its registrations
+    enable_gradient_checkpointing: bool = YAML
+    trust_remote_code: bool = YAML
+    attn_implementation: str | None = YAML  # None: transformers' default (sdpa); or flash_attention_2
+    use_remove_padding: bool = YAML  # padding-free (packed) forwards: flash-attention varlen on GPU, sdpa on CPU
+    custom_chat_template: str | None = YAML  # a Jinja chat template used instead of the tokenizer's
+    override_config: dict = YAML  # set on the HF config at load (engine/loading.py)
+    lora_rank: int = YAML  # > 0: train LoRA adapters of this rank on the language model (engine/lora.py)
+    lora_alpha: float = YAML  # the adapters' scaling is lora_alpha / lora_rank
+    target_modules: Any = YAML  # "all-linear" or a list of module names (q_proj, v_proj, ...)
+    exclude_modules: str | None = YAML  # a regex of module names left alone (None: the vision tower)
+    lora_adapter_path: str | None = YAML  # start from this peft adapter folder
 
 
 @dataclass(frozen=True)
+@yaml_defaults(f"{_ROLLOUT}.multi_turn")
 class MultiTurnConfig:
     """actor_rollout_ref.rollout.multi_turn: tool-using rollouts (workers/rollout/agent_loop.py), veRL's names."""
 
-    enable: bool = False
-    max_assistant_turns: int | None = None  # None: until the response budget ends
-    max_user_turns: int | None = None  # tool turns
-    tool_config_path: str | None = None  # veRL's YAML: tools: [{class_name, config, tool_schema}]
-    interaction_config_path: str | None = None  # veRL's YAML: interaction: [{name, class_name, config}]
-    max_parallel_calls: int = 1  # tool calls run per assistant turn (the rest are dropped)
-    max_tool_response_length: int = 256  # characters of a tool's text kept
-    tool_response_truncate_side: str = "middle"  # left | middle | right
-    tool_timeout_s: float = 30.0  # a call slower than this is an error observation
-    tokenization_sanity_check_mode: str = "strict"  # strict: each trajectory equals the template's render | disable
-    format: str = "hermes"  # Qwen's <tool_call>{json}</tool_call>
+    enable: bool = YAML
+    max_assistant_turns: int | None = YAML  # None: until the response budget ends
+    max_user_turns: int | None = YAML  # tool turns
+    tool_config_path: str | None = YAML  # veRL's YAML: tools: [{class_name, config, tool_schema}]
+    interaction_config_path: str | None = YAML  # veRL's YAML: interaction: [{name, class_name, config}]
+    max_parallel_calls: int = YAML  # tool calls run per assistant turn (the rest are dropped)
+    max_tool_response_length: int = YAML  # characters of a tool's text kept
+    tool_response_truncate_side: str = YAML  # left | middle | right
+    tool_timeout_s: float = YAML  # a call slower than this is an error observation
+    tokenization_sanity_check_mode: str = YAML  # strict: each trajectory equals the template's render | disable
+    format: str = YAML  # Qwen's <tool_call>{json}</tool_call>
 
     def __post_init__(self):
         checks = {"tool_response_truncate_side": ("left", "middle", "right"),
@@ -206,40 +219,42 @@ class SamplingConfig:
 
 
 @dataclass(frozen=True)
+@yaml_defaults(_ROLLOUT, val_kwargs=SamplingConfig, multi_turn=MultiTurnConfig)
 class RolloutConfig:
-    name: str = "hf"
-    n: int = 1
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = -1
-    do_sample: bool = True
-    ignore_eos: bool = False  # generate response_length tokens, past EOS
-    response_length: int = 64
-    micro_batch_size: int | None = None  # hf: rows per generate call (None: the whole batch at once)
-    log_prob_micro_batch_size_per_gpu: int = 8
-    log_prob_use_dynamic_bsz: bool = False
-    log_prob_max_token_len_per_gpu: int = 16384
-    val_kwargs: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=1, temperature=0.0, do_sample=False))
+    name: str = YAML
+    n: int = YAML
+    temperature: float = YAML
+    top_p: float = YAML
+    top_k: int = YAML
+    do_sample: bool = YAML
+    ignore_eos: bool = YAML  # generate response_length tokens, past EOS
+    response_length: int = YAML  # the YAML's ${data.max_response_length}: data's default (512) here
+    micro_batch_size: int | None = YAML  # hf: rows per generate call (None: the whole batch at once)
+    log_prob_micro_batch_size_per_gpu: int = YAML
+    log_prob_use_dynamic_bsz: bool = YAML  # ${...}: the actor's default, as the YAML's interpolation
+    log_prob_max_token_len_per_gpu: int = YAML  # ${...}: the actor's default
+    val_kwargs: SamplingConfig = YAML
     # the vllm engine (ignored by hf)
-    prompt_length: int = 512  # with response_length, the engine's max_model_len unless that is set
-    max_model_len: int | None = None
-    tensor_model_parallel_size: int = 1  # GPUs per engine; the actor's ranks form groups of this size
-    dtype: str = "auto"  # auto: the actor's compute dtype (bf16 with mixed precision on CUDA, else fp32)
-    gpu_memory_utilization: float = 0.5  # fraction of GPU memory for weights + KV cache
-    cpu_kv_cache_gb: float = 0.25  # CPU only: KV cache size (vLLM's CPU backend has no utilisation knob)
-    max_num_batched_tokens: int = 8192
-    max_num_seqs: int = 1024
-    enable_prefix_caching: bool = True
-    enable_chunked_prefill: bool = True
-    enforce_eager: bool = True  # no CUDA graphs: slower decoding, faster start and less memory
-    free_cache_engine: bool = True  # CUDA: sleep (weights to CPU, KV cache freed) between generations
-    load_format: str = "auto"  # the checkpoint; "dummy" (random) leaves vLLM-only parameters random
-    limit_images: int | None = None  # images per prompt vLLM reserves room for (None: vLLM's default)
-    update_weights_bucket_megabytes: int = 512  # weight sync gathers at most this much at once
+    # ${data.max_prompt_length}: with response_length, the engine's max_model_len unless that is set
+    prompt_length: int = YAML
+    max_model_len: int | None = YAML
+    tensor_model_parallel_size: int = YAML  # GPUs per engine; the actor's ranks form groups of this size
+    dtype: str = YAML  # auto: the actor's compute dtype (bf16 with mixed precision on CUDA, else fp32)
+    gpu_memory_utilization: float = YAML  # fraction of GPU memory for weights + KV cache
+    cpu_kv_cache_gb: float = YAML  # CPU only: KV cache size (vLLM's CPU backend has no utilisation knob)
+    max_num_batched_tokens: int = YAML
+    max_num_seqs: int = YAML
+    enable_prefix_caching: bool = YAML
+    enable_chunked_prefill: bool = YAML
+    enforce_eager: bool = YAML  # no CUDA graphs: slower decoding, faster start and less memory
+    free_cache_engine: bool = YAML  # CUDA: sleep (weights to CPU, KV cache freed) between generations
+    load_format: str = YAML  # the checkpoint; "dummy" (random) leaves vLLM-only parameters random
+    limit_images: int | None = YAML  # images per prompt vLLM reserves room for (None: vLLM's default)
+    update_weights_bucket_megabytes: int = YAML  # weight sync gathers at most this much at once
     seed: int = 0  # the engine's sampling seed; the worker sets trainer.seed
-    engine_kwargs: dict = field(default_factory=dict)  # engine_kwargs.vllm.*: passed to vllm.LLM as is
-    check_tokens: str = "first_step"  # the image-token guard: first_step | every_step | off
-    multi_turn: MultiTurnConfig = field(default_factory=MultiTurnConfig)
+    engine_kwargs: dict = YAML  # engine_kwargs.vllm.*: passed to vllm.LLM as is
+    check_tokens: str = YAML  # the image-token guard: first_step | every_step | off
+    multi_turn: MultiTurnConfig = YAML
 
     def __post_init__(self):
         if self.tensor_model_parallel_size < 1:
@@ -250,28 +265,32 @@ class RolloutConfig:
 
 
 @dataclass(frozen=True)
+@yaml_defaults(f"{_AR}.ref", fsdp_config=FSDPConfig)
 class RefConfig:
     """actor_rollout_ref.ref: the frozen reference policy (bf16 weights on CUDA: it never steps)."""
 
-    log_prob_micro_batch_size_per_gpu: int | None = None  # None: the rollout's
-    log_prob_use_dynamic_bsz: bool | None = None
-    log_prob_max_token_len_per_gpu: int | None = None
-    fsdp_config: FSDPConfig = field(default_factory=FSDPConfig)
+    log_prob_micro_batch_size_per_gpu: int | None = YAML  # None: the rollout's
+    log_prob_use_dynamic_bsz: bool | None = YAML
+    log_prob_max_token_len_per_gpu: int | None = YAML
+    fsdp_config: FSDPConfig = YAML
 
 
 @dataclass(frozen=True)
+@yaml_defaults("critic", optim=OptimConfig, fsdp_config=FSDPConfig, model=ModelConfig)
 class CriticConfig:
-    ppo_mini_batch_size: int = 8
-    ppo_micro_batch_size_per_gpu: int = 4
-    use_dynamic_bsz: bool = False
-    ppo_max_token_len_per_gpu: int = 16384
-    ppo_epochs: int = 1
-    cliprange_value: float = 0.5
-    loss_agg_mode: str = "token-mean"
-    grad_clip: float = 1.0
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5))
-    fsdp_config: FSDPConfig = field(default_factory=FSDPConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    # The YAML's ${actor_rollout_ref...} interpolations resolve to the actor's defaults here (a composed
+    # config has its own values)
+    ppo_mini_batch_size: int = YAML
+    ppo_micro_batch_size_per_gpu: int = YAML
+    use_dynamic_bsz: bool = YAML
+    ppo_max_token_len_per_gpu: int = YAML
+    ppo_epochs: int = YAML
+    cliprange_value: float = YAML
+    loss_agg_mode: str = YAML
+    grad_clip: float = YAML
+    optim: OptimConfig = YAML
+    fsdp_config: FSDPConfig = YAML
+    model: ModelConfig = YAML
 
 
 _NESTED = {
