@@ -76,8 +76,9 @@ def test_hf_sampling_ignores_the_checkpoints_generation_config(tiny_vl, tiny_vl_
 def test_packed_forwards_equal_padded_ones_for_the_actor_and_the_critic(tiny_vl, tiny_vl_path, mixed_prompts):
     """model.use_remove_padding: rows concatenated without padding, attention kept within each row by the
     position ids (sdpa's block-diagonal mask here, flash-attention varlen on GPU)."""
+    from tests.workers.configs import small_critic, small_model
     from verlvl.workers.actor import PPOActor, build_optimizer
-    from verlvl.workers.config import ActorConfig, CriticConfig, ModelConfig, OptimConfig
+    from verlvl.workers.config import ActorConfig, OptimConfig
     from verlvl.workers.critic import PPOCritic, ValueModel
 
     processor, _ = tiny_vl
@@ -94,7 +95,7 @@ def test_packed_forwards_equal_padded_ones_for_the_actor_and_the_critic(tiny_vl,
         actor = PPOActor(model, config, processor, *build_optimizer(model, config.optim), packed=packed)
         log_probs, entropy = actor.compute_log_prob(data, 3, 1.0, True)
         metrics = actor.update_policy(data, mini_batch_rows=8)
-        critic_config = CriticConfig(model=ModelConfig(path=str(tiny_vl_path), use_remove_padding=packed))
+        critic_config = small_critic(model=small_model(path=str(tiny_vl_path), use_remove_padding=packed))
         value_model = ValueModel(str(tiny_vl_path))
         torch.nn.init.normal_(value_model.value_head.weight, generator=torch.Generator().manual_seed(2))
         values = PPOCritic(value_model, critic_config, processor).compute_values(data)

@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from tests.workers.configs import ACTOR, MODEL, REF, ROLLOUT
 from verlvl.data.collate import collate_to_dataproto
 from verlvl.data.config import DataConfig
 from verlvl.data.rl_dataset import RLDataset
@@ -44,7 +45,8 @@ def mixed_prompts(tiny_vl, tmp_path_factory):
 
 
 def actor_config(path, **actor):
-    return {"model": {"path": str(path)},
-            "actor": {"ppo_micro_batch_size_per_gpu": 2, "optim": {"lr": 1e-3}, "use_kl_loss": True,
+    return {"model": {"path": str(path), **MODEL},
+            "actor": {**ACTOR, "ppo_micro_batch_size_per_gpu": 2, "optim": {"lr": 1e-3}, "use_kl_loss": True,
                       "kl_loss_coef": 0.1, "entropy_coeff": 0.01, **actor},
-            "rollout": {"n": 2, "response_length": 8, "log_prob_micro_batch_size_per_gpu": 2}}
+            "rollout": {**ROLLOUT, "n": 2, "response_length": 8, "log_prob_micro_batch_size_per_gpu": 2},
+            "ref": dict(REF)}

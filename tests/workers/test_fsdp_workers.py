@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from tests.workers.configs import CRITIC, MODEL
 from tests.workers.conftest import actor_config
 from verlvl.protocol import DataProto
 from verlvl.single_controller import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup
@@ -98,8 +99,8 @@ def test_text_only_rank_beside_image_rank_does_not_hang(ray_local, tiny_vl_path,
 
 @pytest.mark.parametrize("lora_rank", [0, 8])
 def test_critic_learns_a_constant_target(ray_local, tiny_vl_path, prompts, lora_rank):
-    config = {"model": {"path": str(tiny_vl_path), "lora_rank": lora_rank}, "ppo_micro_batch_size_per_gpu": 2,
-              "cliprange_value": 10.0, "optim": {"lr": 3e-3}}
+    config = {**CRITIC, "model": {"path": str(tiny_vl_path), "lora_rank": lora_rank, **MODEL},
+              "ppo_micro_batch_size_per_gpu": 2, "cliprange_value": 10.0, "optim": {"lr": 3e-3}}
     group, pool = make_group(ray_local, CriticWorker, config=config)
     try:
         before = group.get_full_state_dict()[0]
