@@ -1,8 +1,10 @@
 """Does the tiny model learn the built-in digits task on CPU? A main_ppo run, its steps and minutes, against the best constant.
 
-Run: python tests/bench/bench_digits_learning.py [--steps 400] [--num_classes 3] [any main_ppo a.b=v override]
-It writes the task into a fresh cache, trains with the CPU demo preset (GRPO, n=8), and prints the held-out
-greedy accuracy at each validation beside the best a constant answer gets on the same rows.
+Run: python tests/bench/bench_digits_learning.py [--steps 300] [--num_classes 3] [any main_ppo a.b=v override]
+It writes the task into a fresh cache, trains with +experiment=digits_cpu (the CPU demo preset, GRPO, with the
+entropy bonus and lr schedule that let the tiny model learn glyphs), and prints the held-out greedy accuracy at
+each validation beside the best a constant answer gets on the same rows. The plain command is the learning run
+(3 classes, one digit, 300 steps: about 4 minutes on 2 shared cores).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def best_constant(test_file: str) -> tuple[str, float]:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--num_classes", type=int, default=3)
     parser.add_argument("--max_digits", type=int, default=1)
     parser.add_argument("--image_size", type=int, default=56)
@@ -49,8 +51,9 @@ def main(argv=None) -> dict:
                   image_size=args.image_size)
     constant, constant_acc = best_constant(files["test"])
     run_dir = work / "run"
-    command = [sys.executable, "-m", "verlvl.main_ppo", f"data.train_files={files['train']}",
-               f"data.val_files={files['test']}", f"data.max_response_length={2 * args.max_digits}",
+    # the digits and the spaces between them; no end-of-sequence token is needed (the scorer reads the first line)
+    command = [sys.executable, "-m", "verlvl.main_ppo", "+experiment=digits_cpu", f"data.train_files={files['train']}",
+               f"data.val_files={files['test']}", f"data.max_response_length={2 * args.max_digits - 1}",
                f"trainer.total_training_steps={args.steps}", f"trainer.test_freq={args.test_freq}",
                "trainer.save_freq=-1", f"trainer.default_local_dir={run_dir}", *overrides]
     start = time.perf_counter()
