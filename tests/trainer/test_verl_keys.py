@@ -40,6 +40,8 @@ def test_the_lines_hydra_refused_reach_verlvls_check():
     ("custom_reward_function.nmae=f", "did you mean custom_reward_function.name?"),
     ("ray_kwargs.ray_init.num_cpu=2", "did you mean ray_kwargs.ray_init.num_cpus?"),
     ("+bogus_section.x=1", "unknown key bogus_section"),
+    ("+trainer.bogus=1", "unknown key trainer.bogus; the keys of trainer are listed in "),  # nothing close: where
+    ("+bogus=1", "unknown key bogus; known keys here: actor_rollout_ref, algorithm, critic,"),
 ])
 def test_every_section_refuses_an_unknown_key_with_the_closest_one(override, message):
     assert message in problems(override)

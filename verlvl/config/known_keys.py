@@ -74,8 +74,15 @@ def _unknown(path: str, key: str, schema: dict | None, prefix: str) -> str:
     known = set(schema or {}) | set(keys_under(prefix.rstrip("."))) if prefix else set(schema or {}) | {
         k.split(".")[0] for k in VERL_KEYS}
     close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.5)
-    hint = f"; did you mean {prefix}{close[0]}?" if close else (
-        f"; known keys here: {', '.join(sorted(known))}" if known and len(known) <= 30 else "")
+    if close:
+        hint = f"; did you mean {prefix}{close[0]}?"
+    elif known and len(known) <= 30:
+        hint = f"; known keys here: {', '.join(sorted(known))}"
+    else:  # too many to list: say where they are
+        section = path.split(".")[0]
+        where = CONF_DIR / section / "default.yaml"
+        hint = (f"; the keys of {prefix.rstrip('.') or 'the config'} are listed in "
+                f"{where if where.is_file() else CONF_DIR / 'ppo_trainer.yaml'} (and printed by --cfg job)")
     return f"unknown key {path}{hint}"
 
 
