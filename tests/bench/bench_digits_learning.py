@@ -1,6 +1,7 @@
 """Does the tiny model learn the built-in digits task on CPU? A main_ppo run, its steps and minutes, against the best constant.
 
-Run: python tests/bench/bench_digits_learning.py [--steps 300] [--num_classes 3] [any main_ppo a.b=v override]
+Run: python tests/bench/bench_digits_learning.py [--steps 300] [--num_classes 3] [--max_digits 1] [--tasks list,sum]
+[any main_ppo a.b=v override]
 It writes the task into a fresh cache, trains with +experiment=digits_cpu (the CPU demo preset, GRPO, with the
 entropy bonus and lr schedule that let the tiny model learn glyphs), and prints the held-out greedy accuracy at
 each validation beside the best a constant answer gets on the same rows. The plain command is the learning run
@@ -45,10 +46,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--max_digits", type=int, default=1)
     parser.add_argument("--image_size", type=int, default=56)
     parser.add_argument("--test_freq", type=int, default=50)
+    parser.add_argument("--tasks", default="list,sum", help="comma-separated prompts: list, sum or both")
     args, overrides = parser.parse_known_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench_digits_"))
     files = write(str(work / "data"), num_classes=args.num_classes, max_digits=args.max_digits,
-                  image_size=args.image_size)
+                  image_size=args.image_size, tasks=args.tasks)
     constant, constant_acc = best_constant(files["test"])
     run_dir = work / "run"
     # the digits and the spaces between them; no end-of-sequence token is needed (the scorer reads the first line)
@@ -65,8 +67,8 @@ def main(argv=None) -> dict:
         row = json.loads(line)
         steps.setdefault(row["step"], {}).update(row)
     curve = {s: steps[s][VAL_KEY] for s in sorted(steps) if VAL_KEY in steps[s]}
-    print(f"digits: {args.num_classes} classes, up to {args.max_digits} digit(s), {args.image_size}px; best constant "
-          f"answer {constant!r} scores {constant_acc:.3f} on the test rows")
+    print(f"digits ({args.tasks}): {args.num_classes} classes, up to {args.max_digits} digit(s), {args.image_size}px; "
+          f"best constant answer {constant!r} scores {constant_acc:.3f} on the test rows")
     for s, acc in curve.items():
         print(f"  step {s:4d}: held-out greedy accuracy {acc:.3f} ({acc / constant_acc:.2f}x the constant)")
     print(f"{args.steps} steps in {minutes:.1f} min (whole command, start-up included)")
