@@ -159,28 +159,3 @@ def test_rollout_correction_weights_reach_the_policy_loss(tiny_vl, tiny_vl_path,
     a, b = plain.update_policy(batch, 8), weighted.update_policy(data, 8)
     assert b["actor/pg_loss"] == pytest.approx(0.5 * a["actor/pg_loss"], rel=1e-5)
     assert b["actor/grad_norm"] == pytest.approx(0.5 * a["actor/grad_norm"], rel=1e-4)
-
-
-def test_the_cpu_rollout_uses_a_static_cache_and_samples_what_the_dynamic_one_does(tiny_vl, tiny_vl_path,
-                                                                                   mixed_prompts, monkeypatch):
-    """On CPU generate preallocates its KV cache (faster: no per-step concatenation); the tokens and log-probs
-    are the dynamic cache's, on rows of different lengths (left padding) with and without images."""
-    import verlvl.workers.rollout.hf_rollout as hf
-
-    assert hf.static_cache_on(torch.device("cpu")) and not hf.static_cache_on(torch.device("meta"))
-    processor, _ = tiny_vl
-    model = load_model(str(tiny_vl_path))
-    seen = []
-    real_generate = model.generate
-    monkeypatch.setattr(model, "generate", lambda **kw: seen.append(kw["generation_config"].cache_implementation)
-                        or real_generate(**kw))
-    outputs = {}
-    for static in (True, False):
-        monkeypatch.setattr(hf, "static_cache_on", lambda device, static=static: static)
-        torch.manual_seed(0)
-        outputs[static] = HFRollout(model, processor.tokenizer, processor,
-                                    RolloutConfig(n=2, response_length=12)).generate_sequences(mixed_prompts)
-    assert seen[0] == "static" and seen[-1] is None
-    assert torch.equal(outputs[True].batch["responses"], outputs[False].batch["responses"])
-    torch.testing.assert_close(outputs[True].batch["rollout_log_probs"], outputs[False].batch["rollout_log_probs"],
-                               atol=1e-5, rtol=0)

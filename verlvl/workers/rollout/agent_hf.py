@@ -13,7 +13,7 @@ from verlvl.engine.fsdp import fsdp_modules, unsharded
 from verlvl.models.vision_inputs import image_inputs
 from verlvl.utils.attributes import attribute_set
 from verlvl.workers.rollout.agent_loop import TurnOutput, TurnRequest
-from verlvl.workers.rollout.hf_rollout import HFRollout, SampledLogProbs, generation_config, static_cache_on
+from verlvl.workers.rollout.hf_rollout import HFRollout, SampledLogProbs, generation_config
 
 
 class HFTurns:
@@ -59,8 +59,7 @@ class HFTurns:
         r.model.eval()
         outputs = []
         for part in parts:
-            config = generation_config(params, max(q.max_new_tokens for q in part), r.eos_ids, r.pad_id, r.suppress,
-                                       static_cache_on(r.device))
+            config = generation_config(params, max(q.max_new_tokens for q in part), r.eos_ids, r.pad_id, r.suppress)
             with attribute_set(r.model, "generation_config", config):
                 outputs.extend(self._generate(part, config, temperature))
         return outputs[:len(requests)]  # the dummy turns come last
